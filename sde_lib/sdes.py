@@ -21,7 +21,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from .utils import batch_broadcast, check_positive, check_positive_int, flat_sum
+from .utils import batch_broadcast, check_positive, check_positive_int, flat_sum, randn
 
 Tensor = torch.Tensor
 
@@ -96,6 +96,22 @@ class SDE(abc.ABC):
         """std(t) of the perturbation kernel, float64 (B,)."""
         return self.marginal_coeffs(t)[1]
 
+    def log_snr(self, t: Tensor) -> Tensor:
+        """Half log signal-to-noise ratio lambda(t) = log(alpha(t) / std(t)), decreasing in t; float64."""
+        alpha, std = self.marginal_coeffs(t)
+        return torch.log(alpha) - torch.log(std)
+
+    def time_from_log_snr(self, lam: Tensor, iters: int = 100) -> Tensor:
+        """Invert `log_snr` by bisection on [0, T] (lambda is strictly decreasing); float64."""
+        lam = _f64(lam)
+        lo = torch.zeros_like(lam)
+        hi = torch.full_like(lam, self.T)
+        for _ in range(iters):
+            mid = 0.5 * (lo + hi)
+            above = self.log_snr(mid) > lam  # mid is too early
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
+
     def prior_sampling(
         self,
         shape,
@@ -104,10 +120,7 @@ class SDE(abc.ABC):
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """Draw x_T ~ N(0, prior_std^2 I) of the given (batch, *data_shape)."""
-        if generator is not None and device is None:
-            device = generator.device
-        z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-        return z * self.prior_std
+        return randn(shape, generator, device, dtype) * self.prior_std
 
     def prior_logp(self, z: Tensor) -> Tensor:
         """log N(z; 0, prior_std^2 I) per example, summed over all non-batch dims: (B,)."""

@@ -99,6 +99,18 @@ def make_generator(seed: Optional[int], device="cpu") -> Optional[torch.Generato
     return g
 
 
+def randn(shape, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape` on `device`, drawn from `generator` when given.
+
+    The noise is drawn on the generator's own device and then moved, so a CPU generator pins
+    the same numbers whatever device the sampler runs on.
+    """
+    if generator is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    z = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
+    return z if device is None else z.to(device)
+
+
 def randn_like(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Standard normal noise shaped like `x`, drawn from `generator` when given."""
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    """Standard normal noise shaped like `x` (same device and dtype); see `randn`."""
+    return randn(x.shape, generator, x.device, x.dtype)

@@ -1,0 +1,46 @@
+"""DDIM sampling (Song, Meng & Ermon 2021, eq. 12), written for any kernel N(alpha(t) x_0, std(t)^2 I)."""
+from __future__ import annotations
+
+import torch
+
+from .sampling import steps, time_grid, time_points
+from .utils import batch_broadcast, randn_like
+
+Tensor = torch.Tensor
+
+
+def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progress, eta: float = 0.0,
+                 schedule: str = "uniform"):
+    """DDIM with `eta` in [0, 1] over N steps (N score evaluations).
+
+    With x0 = (x + std_t^2 s) / alpha_t (Tweedie) and e = -std_t s, each step from t to t_next is
+        x_next = alpha_next x0 + sqrt(std_next^2 - sigma^2) e + sigma z,
+        sigma^2 = eta^2 std_next^2 q / std_t^2,   q = std_t^2 - (alpha_t / alpha_next)^2 std_next^2,
+    i.e. eta times the posterior std of the forward step (DDIM's sigma_t(eta)); eta = 0 is the
+    deterministic DDIM (a first-order solver of the probability-flow ODE), eta = 1 is ancestral
+    sampling with the posterior variance.
+
+    Grid: with `denoise` (default) the N steps run over linspace(T, eps, N) and the last one goes
+    from eps to t = 0 (for VP this last step returns x0); without, they run from T to eps.
+    """
+    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta={eta!r}: expected a number in [0, 1]")
+    if denoise:
+        grid = time_grid(sde, eps, N, schedule, x.device)
+    else:
+        grid = time_points(sde, eps, N + 1, schedule, x.device)
+    for t, t_next in steps(grid, x, progress, "DDIM"):
+        alpha, std = sde.marginal_coeffs(t)
+        alpha_next, std_next = sde.marginal_coeffs(t_next)
+        score = score_fn(x, t)
+        x0 = (x + batch_broadcast(std.square(), x) * score) / batch_broadcast(alpha, x)
+        e = -batch_broadcast(std, x) * score
+        q = (std.square() - (alpha / alpha_next).square() * std_next.square()).clamp(min=0.0)
+        sigma = eta * std_next * q.sqrt() / std
+        x = (
+            batch_broadcast(alpha_next, x) * x0
+            + batch_broadcast((std_next.square() - sigma.square()).clamp(min=0.0).sqrt(), x) * e
+        )
+        if eta > 0:
+            x = x + batch_broadcast(sigma, x) * randn_like(x, generator)
+    return x

@@ -1,0 +1,79 @@
+"""Predictors of the predictor-corrector sampler (Song et al. 2021, Sec. 4.2 and App. E/G).
+
+A predictor takes one step of the reverse-time SDE from time t to t_next < t:
+    step(x, t, t_next, generator) -> (x, x_mean)
+where x_mean is the step without its noise. Predictors are built once per sampling run.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple
+
+import torch
+
+from .utils import batch_broadcast, randn_like
+
+Tensor = torch.Tensor
+
+
+class Predictor:
+    """Base class: holds the SDE, its reverse and the score function."""
+
+    def __init__(self, sde, score_fn: Callable, probability_flow: bool = False):
+        self.sde = sde
+        self.score_fn = score_fn
+        self.rsde = sde.reverse(score_fn, probability_flow)
+
+    def step(self, x: Tensor, t: Tensor, t_next: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class EulerMaruyamaPredictor(Predictor):
+    """x_next = x + [f - g^2 s] dt + g sqrt(|dt|) z with dt = t_next - t < 0 (eq. 6 discretised)."""
+
+    def step(self, x, t, t_next, generator=None):
+        dt = batch_broadcast(t_next - t, x)
+        drift, diffusion = self.rsde.sde(x, t)
+        x_mean = x + drift * dt
+        return x_mean + batch_broadcast(diffusion, x) * torch.sqrt(-dt) * randn_like(x, generator), x_mean
+
+
+class ReverseDiffusionPredictor(Predictor):
+    """Reverse of the chain step into level i(t): x_{i-1} = x_i - [f_i - G_i^2 s] + G_i z (eq. 46)."""
+
+    def step(self, x, t, t_next, generator=None):
+        f, G = self.rsde.discretize(x, t)
+        x_mean = x - f
+        return x_mean + batch_broadcast(G, x) * randn_like(x, generator), x_mean
+
+
+class AncestralSamplingPredictor(Predictor):
+    """Ancestral sampling down the SDE's chain (Ho et al. 2020 Alg. 2; Song et al. 2021 eq. 47).
+
+    VP: x_{i-1} = (x_i + beta_i s) / sqrt(1 - beta_i) + sqrt(beta_i) z, DDPM's update with
+    s = -eps / sqrt(1 - alpha_bar_i). The mean and noise come from `SDE.ancestral_step`.
+    """
+
+    def __init__(self, sde, score_fn, probability_flow=False):
+        if probability_flow:
+            raise ValueError("the ancestral predictor has no probability-flow form; use 'reverse_diffusion' or method='ddim'")
+        super().__init__(sde, score_fn)
+
+    def step(self, x, t, t_next, generator=None):
+        x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t))
+        return x_mean + batch_broadcast(std, x) * randn_like(x, generator), x_mean
+
+
+class NonePredictor(Predictor):
+    """No predictor step (corrector-only sampling, e.g. annealed Langevin dynamics)."""
+
+    def step(self, x, t, t_next, generator=None):
+        return x, x
+
+
+PREDICTORS = {
+    "euler_maruyama": EulerMaruyamaPredictor,
+    "reverse_diffusion": ReverseDiffusionPredictor,
+    "ancestral_sampling": AncestralSamplingPredictor,
+    "none": NonePredictor,
+}

@@ -1,0 +1,268 @@
+"""Sampling from a score model: one entry point, `sample`, for every sampler.
+
+    samples, nfe = sample(sde, score_fn, shape, method="pc", **options)
+
+`nfe` counts the calls of `score_fn` exactly (every method runs through one counting wrapper).
+
+Methods (`METHODS`):
+  * "pc":         predictor-corrector sampling (Song et al. 2021, Alg. 1), any predictor from
+                  `predictors.PREDICTORS` and corrector from `correctors.CORRECTORS`.
+  * "ode":        the probability-flow ODE (eq. 13) with a black-box solver (scipy or torch).
+  * "sde_solver": the reverse-time SDE (eq. 6) solved by torchsde.
+  * "ddpm":       Algorithm 2 of Ho et al. (2020): ancestral sampling down the SDE's chain.
+  * "ddim":       DDIM (Song, Meng & Ermon 2021) with eta in [0, 1] and any number of steps.
+  * "langevin":   annealed Langevin dynamics over the noise levels (NCSN, Song & Ermon 2019).
+
+Options every method shares:
+  eps:       end time of the reverse process, in (0, T) (default 1e-3, as official).
+  denoise:   take the final step (from eps to 0) without noise (see each method).
+  N:         number of steps for the stepping methods (default: the SDE's N).
+  generator: a torch.Generator for every random draw (prior and noise), for reproducibility.
+  progress:  show a tqdm progress bar.
+  x_T:       start from this tensor instead of a prior sample; device, dtype: of the prior.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from . import correctors as correctors_lib
+from . import predictors as predictors_lib
+from .utils import (batch_broadcast, check_choice, check_end_time, check_finite, check_positive,
+                    check_positive_int, check_shape, randn_like)
+
+Tensor = torch.Tensor
+
+
+class CountingScore:
+    """Wraps score_fn(x, t) and counts its calls in `.nfe`."""
+
+    def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor]):
+        self.score_fn = score_fn
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.score_fn(x, t)
+
+
+SCHEDULES = ("uniform", "logsnr", "edm")
+
+
+def time_points(sde, eps: float, N: int, schedule: str = "uniform", device=None) -> Tensor:
+    """N times from T down to eps, float64 (N,).
+
+    Schedules:
+      * "uniform": linspace(T, eps, N), the official grid.
+      * "logsnr":  uniform in lambda = log(alpha / std) (DPM-Solver's choice); for VE this is
+                   NCSN's geometric sigma grid. Steps concentrate where the data's scales are.
+      * "edm":     Karras et al. (2022) eq. 5 with rho = 7 in sigma = std / alpha.
+    """
+    check_choice("schedule", schedule, SCHEDULES)
+    ends = torch.tensor([sde.T, eps], dtype=torch.float64)
+    if N == 1:
+        return ends[:1].to(device)
+    if schedule == "uniform":
+        return torch.linspace(sde.T, eps, N, dtype=torch.float64, device=device)
+    lam_T, lam_eps = sde.log_snr(ends)
+    frac = torch.linspace(0.0, 1.0, N, dtype=torch.float64)
+    if schedule == "logsnr":
+        lam = lam_T + frac * (lam_eps - lam_T)
+    else:  # sigma = exp(-lambda); rho-spaced in sigma^(1/rho)
+        rho = 7.0
+        s_max, s_min = torch.exp(-lam_T / rho), torch.exp(-lam_eps / rho)
+        lam = -rho * torch.log(s_max + frac * (s_min - s_max))
+    t = sde.time_from_log_snr(lam)
+    t[0], t[-1] = sde.T, eps
+    return t.to(device)
+
+
+def time_grid(sde, eps: float, N: int, schedule: str = "uniform", device=None) -> Tensor:
+    """`time_points` followed by 0: the N + 1 ends of N steps, float64 (N + 1,).
+
+    Step k of a stepping sampler goes from t_k to t_{k+1}, so the score is evaluated at
+    T, ..., eps and never at 0, and the last step, of length eps, lands on t = 0. (The official
+    code instead steps by 1/N from each grid point, overshooting past t = 0 by about 1/N.)
+    """
+    grid = time_points(sde, eps, N, schedule, device)
+    return torch.cat([grid, torch.zeros(1, dtype=torch.float64, device=grid.device)])
+
+
+def steps(grid: Tensor, x: Tensor, progress: bool, desc: str):
+    """Yield (t, t_next) per step as (B,) tensors in x's dtype, with an optional progress bar."""
+    B = x.shape[0]
+    for k in tqdm(range(len(grid) - 1), desc=desc, disable=not progress, leave=False):
+        yield grid[k].to(x.dtype).expand(B), grid[k + 1].to(x.dtype).expand(B)
+
+
+def probability_flow_step(sde, score_fn, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    """One Euler step of the probability-flow ODE (eq. 13) from t to t_next: noise-free."""
+    drift, _ = sde.reverse(score_fn, probability_flow=True).sde(x, t)
+    return x + drift * batch_broadcast(t_next - t, x)
+
+
+# ------------------------------------------------------------------------------------ samplers
+def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
+               predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: float = 0.16,
+               n_steps: int = 1, probability_flow: bool = False, step_size_rule: str = "batch",
+               schedule: str = "uniform"):
+    """Predictor-corrector sampling (Song et al. 2021, Alg. 1; Alg. 2-3 for VE/VP with Alg. 4-5).
+
+    Order: at each grid time t_k the corrector runs first, then the predictor steps to t_{k+1}
+    (as in the official code). Correcting first also corrects the prior sample, which is only
+    an approximation of p_T, and the final predictor step lands on t = 0, where no corrector
+    could run anyway (the score is never evaluated at t = 0).
+
+    Chain-based predictors (reverse_diffusion, ancestral_sampling) and the Langevin step rule use
+    the SDE's chain with N levels (`SDE.with_num_levels(N)`), so fewer steps mean coarser levels
+    of the same schedule, as the official configs do with `num_scales`.
+
+    Args:
+      predictor, corrector: names in PREDICTORS and CORRECTORS.
+      snr: signal-to-noise ratio of the Langevin step rule (0.16 official for VE, 0.01-0.17).
+      n_steps: corrector steps per time.
+      probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
+      step_size_rule: "batch" (official) or "per_example" Langevin step sizes (see corrector).
+      denoise: the last predictor step returns its noise-free mean (for the ancestral predictor
+        this is Algorithm 2's z = 0 at t = 1).
+    """
+    check_choice("predictor", predictor, predictors_lib.PREDICTORS)
+    check_choice("corrector", corrector, correctors_lib.CORRECTORS)
+    check_positive("snr", snr) if corrector != "none" else None
+    if schedule != "uniform" and predictor in ("reverse_diffusion", "ancestral_sampling"):
+        raise ValueError(f"schedule={schedule!r}: predictor={predictor!r} walks the SDE's uniform chain of"
+                         " N levels; use schedule='uniform' or predictor='euler_maruyama'")
+    sde = sde.with_num_levels(N)
+    predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow)
+    kwargs = {"step_size_rule": step_size_rule} if corrector == "langevin" else {}
+    corrector_obj = correctors_lib.CORRECTORS[corrector](sde, score_fn, snr=snr, n_steps=check_positive_int("n_steps", n_steps), **kwargs)
+    x_mean = x
+    for t, t_next in steps(time_grid(sde, eps, N, schedule, x.device), x, progress, "PC sampling"):
+        x, x_mean = corrector_obj.correct(x, t, generator)
+        x, x_mean = predictor_obj.step(x, t, t_next, generator)
+    return x_mean if denoise else x
+
+
+def ddpm_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress):
+    """Ancestral sampling down the SDE's N-level chain: Algorithm 2 of Ho et al. (2020) on VP.
+
+    x_{i-1} = (x_i + beta_i s(x_i, t_i)) / sqrt(1 - beta_i) + sqrt(beta_i) z, i = N-1 ... 0,
+    with the score at the official grid times linspace(T, eps, N) (level i = N-1-k), z = 0 at
+    the last step when `denoise`. For an epsilon network s = -eps_theta / sqrt(1 - alpha_bar_i)
+    and this is the paper's update exactly.
+    """
+    return pc_sampler(sde, score_fn, x, eps=eps, denoise=denoise, N=N, generator=generator,
+                      progress=progress, predictor="ancestral_sampling", corrector="none")
+
+
+def langevin_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
+                     n_steps_each: int = 5, step_lr: float = 2e-5, schedule: str = "uniform"):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over N noise levels.
+
+    For each level time t_i of linspace(T, eps, N) with noise std sigma_i = std(t_i), run
+    `n_steps_each` steps x <- x + a_i / 2 s(x, t_i) + sqrt(a_i) z with a_i = step_lr
+    (sigma_i / sigma_L)^2, sigma_L = std(eps) (NCSN: step_lr = 2e-5 with sigma_L = 0.01). With
+    `denoise`, a final Tweedie step x + sigma_L^2 s(x, eps) (Jolicoeur-Martineau et al. 2021).
+    Any SDE works (for VP the levels are its marginals); VE is the NCSN setting.
+    """
+    check_positive_int("n_steps_each", n_steps_each)
+    check_positive("step_lr", step_lr)
+    grid = time_points(sde, eps, N, schedule, x.device)
+    sigmas = sde.marginal_std(grid)
+    B = x.shape[0]
+    for i in tqdm(range(N), desc="Annealed Langevin", disable=not progress, leave=False):
+        t = grid[i].to(x.dtype).expand(B)
+        a = (step_lr * (sigmas[i] / sigmas[-1]) ** 2).item()
+        for _ in range(n_steps_each):
+            x = x + 0.5 * a * score_fn(x, t) + math.sqrt(a) * randn_like(x, generator)
+    if denoise:
+        t = grid[-1].to(x.dtype).expand(B)
+        x = x + sigmas[-1].item() ** 2 * score_fn(x, t)
+    return x
+
+
+def ode_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
+                solver: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5):
+    """Probability-flow ODE (eq. 13) from T to eps with a black-box solver, then, with `denoise`,
+    one Euler step of the same ODE from eps to 0 (noise-free; one more score evaluation).
+
+    Args:
+      solver: any scipy `solve_ivp` method ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA"),
+        or a torch solver that stays on the device (see `sde_lib.ode.SOLVERS`).
+      rtol, atol: tolerances of adaptive solvers.
+    """
+    from .ode import probability_flow_sample
+
+    x, _ = probability_flow_sample(sde, score_fn, x, eps=eps, method=solver, rtol=rtol, atol=atol, progress=progress)
+    if denoise:
+        B = x.shape[0]
+        t = torch.full((B,), eps, dtype=x.dtype, device=x.device)
+        x = probability_flow_step(sde, score_fn, x, t, torch.zeros_like(t))
+    return x
+
+
+def _ddim(*args, **kwargs):
+    from .ddim import ddim_sampler
+
+    return ddim_sampler(*args, **kwargs)
+
+
+def _sde_solver(*args, **kwargs):
+    from .sde_solver import torchsde_sampler
+
+    return torchsde_sampler(*args, **kwargs)
+
+
+# name -> (function, its own options, default of `denoise`)
+METHODS = {
+    "pc": (pc_sampler, ("predictor", "corrector", "snr", "n_steps", "probability_flow", "step_size_rule", "schedule"), True),
+    "ode": (ode_sampler, ("solver", "rtol", "atol"), True),
+    "sde_solver": (_sde_solver, ("solver", "adaptive", "rtol", "atol", "dt"), True),
+    "ddpm": (ddpm_sampler, (), True),
+    "ddim": (_ddim, ("eta", "schedule"), True),
+    "langevin": (langevin_sampler, ("n_steps_each", "step_lr", "schedule"), True),
+}
+
+
+def sample(sde, score_fn: Callable[[Tensor, Tensor], Tensor], shape, method: str = "pc", *,
+           eps: float = 1e-3, denoise: Optional[bool] = None, N: Optional[int] = None,
+           generator: Optional[torch.Generator] = None, progress: bool = False,
+           x_T: Optional[Tensor] = None, device=None, dtype: torch.dtype = torch.float32, **options):
+    """Draw samples by reversing `sde` with `score_fn`.
+
+    Args:
+      sde: the forward SDE (sde_lib.VPSDE, subVPSDE, VESDE, CosineVPSDE, ...).
+      score_fn: score_fn(x, t) -> grad_x log p_t(x), shape of x; x (B, ...), t (B,).
+      shape: (batch, *data_shape) of the samples.
+      method: a name in METHODS (see module docstring); its own options go in **options.
+      eps, denoise, N, generator, progress, x_T, device, dtype: see module docstring.
+
+    Returns:
+      (samples of `shape`, nfe: the number of score_fn calls).
+
+    Raises:
+      ValueError: unknown method or option, N < 1, eps outside (0, T), a shape that disagrees
+        with x_T, or a non-finite x_T; raised before any work starts.
+    """
+    check_choice("method", method, METHODS)
+    fn, own_options, default_denoise = METHODS[method]
+    unknown = sorted(set(options) - set(own_options))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method={method!r}; its options are {list(own_options)}")
+    shape = check_shape(shape)
+    check_end_time(eps, sde.T)
+    N = sde.N if N is None else check_positive_int("N", N)
+    denoise = default_denoise if denoise is None else bool(denoise)
+    if x_T is None:
+        x_T = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
+    else:
+        if tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T has shape {tuple(x_T.shape)} but shape={shape}")
+        check_finite("x_T", x_T)
+    counter = CountingScore(score_fn)
+    with torch.no_grad():
+        x = fn(sde, counter, x_T, eps=eps, denoise=denoise, N=N, generator=generator, progress=progress, **options)
+    return x, counter.nfe
