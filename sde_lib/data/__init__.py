@@ -14,7 +14,9 @@ Modules: toy (2-D sets and the default mixture), cifar10, image_folder, transfor
 dequantisation, scaling), loader (resumable shardable order), download (MD5-checked), factory
 (config), testing (fakes in the real formats).
 """
-from .cifar10 import CIFAR10, CIFAR10_MD5, CIFAR10_URL, download_cifar10, find_cifar10, load_cifar10_arrays
+from .cifar10 import (
+    CIFAR10, CIFAR10_MD5, CIFAR10_URL, download_cifar10, find_cifar10, load_cifar10_arrays,
+)
 from .download import ChecksumError, download_file, md5sum
 from .factory import (
     DATA_DEFAULTS, DATASETS, bpd_offset, build_datasets, data_dim, data_scaler, data_shape,

@@ -29,7 +29,8 @@ Tensor = torch.Tensor
 PathLike = Union[str, os.PathLike]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"  # of cifar-10-python.tar.gz, from the data set page
+# MD5 of cifar-10-python.tar.gz, as published on https://www.cs.toronto.edu/~kriz/cifar.html
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_DIR = "cifar-10-batches-py"
 DEFAULT_CIFAR10_ROOT = "~/.cache/score_sde/cifar10"
@@ -146,6 +147,8 @@ def load_cifar10_arrays(
                 if name is not None and member.isfile():
                     buf = io.BytesIO(tar.extractfile(member).read())
                     batches[name] = _load_batch(buf, f"{path}:{member.name}")
+                    if len(batches) == len(names):
+                        break
         missing = [n for n in names if n not in batches]
         if missing:
             raise ValueError(f"{path} lacks {[f'{CIFAR10_DIR}/{n}' for n in missing]}")

@@ -1,4 +1,4 @@
-"""Opt-in download with an MD5 check and an atomic write (temp file in the target folder + rename)."""
+"""Opt-in download with an MD5 check and an atomic write (temp file next to the target, rename)."""
 from __future__ import annotations
 
 import hashlib

@@ -30,7 +30,7 @@ import torch
 from ..oracle import GaussianMixture
 from .cifar10 import CIFAR10, DEFAULT_CIFAR10_ROOT
 from .image_folder import ImageFolder, class_names, split_folders
-from .toy import TOY_NUM_CLASSES, TOY_SAMPLERS, ToyDataset, default_toy_mixture
+from .toy import TOY_NUM_CLASSES, ToyDataset, default_toy_mixture
 from .transforms import ImageTransform, TransformedImages, derive_seed, inverse_scaler, scaler
 
 Tensor = torch.Tensor
@@ -99,7 +99,7 @@ def _image_fields(data_cfg) -> Tuple[int, int]:
 
 
 def data_shape(data_cfg) -> Tuple[int, ...]:
-    """Shape of one example: (2,) for toy sets, (num_channels, image_size, image_size) for images."""
+    """Shape of one example: (2,) for toy sets, (num_channels, image_size, image_size) else."""
     if not is_image_data(data_cfg):
         return (2,)
     size, channels = _image_fields(data_cfg)
@@ -165,7 +165,9 @@ def bpd_offset(data_cfg) -> float:
 def _image_folder_root(data_cfg):
     root = _field(data_cfg, "root")
     if root is None:
-        raise ValueError("config.data.root is required for dataset='image_folder'; set it to the folder")
+        raise ValueError(
+            "config.data.root is required for dataset='image_folder'; set it to the image folder"
+        )
     return root
 
 

@@ -45,7 +45,8 @@ def list_image_files(folder: PathLike) -> List[Path]:
 
 def class_names(folder: PathLike) -> List[str]:
     """Sorted names of the non-hidden top-level subfolders of `folder` (the classes)."""
-    return sorted(e.name for e in Path(folder).iterdir() if e.is_dir() and not e.name.startswith("."))
+    entries = Path(folder).iterdir()
+    return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
 
 
 def split_folders(root: PathLike) -> Optional[Tuple[Path, Path]]:

@@ -143,7 +143,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
                     f"loader state has {k}={state.get(k)!r} but this loader has {k}={mine[k]!r};"
                     " resume with the settings the state was saved with"
                 )
-        epoch, batch = _check_int("epoch", state["epoch"], 0), _check_int("batch", state["batch"], 0)
+        epoch = _check_int("epoch", state["epoch"], 0)
+        batch = _check_int("batch", state["batch"], 0)
         if batch >= max(self.batches_per_epoch, 1):
             raise ValueError(f"batch={batch} >= batches_per_epoch={self.batches_per_epoch}")
         self.epoch, self.batch = epoch, batch

@@ -23,7 +23,8 @@ PathLike = Union[str, os.PathLike]
 
 def fake_cifar10_arrays(n_train: int = 50, n_test: int = 10, seed: int = 0
                         ) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """Random CIFAR-10-like rows: {"train": (data uint8 (n_train, 3072), labels int64), "test": ...}."""
+    """Random CIFAR-10 rows: {"train": (data uint8 (n_train, 3072), labels int64 (n_train,)),
+    "test": (...)}."""
     rng = np.random.default_rng(seed)
     return {
         split: (rng.integers(0, 256, (n, 3072), dtype=np.uint8),

@@ -87,7 +87,7 @@ def pil_to_uint8(img: Image.Image) -> Tensor:
     arr = np.asarray(img, dtype=np.uint8)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())  # PIL's buffer is read-only
 
 
 # ---------------------------------------------------------------------------------- scaling
@@ -104,7 +104,7 @@ def _from_centered(x: Tensor) -> Tensor:
 
 
 def scaler(centered: bool) -> Callable[[Tensor], Tensor]:
-    """Data in [0, 1] -> model space: [-1, 1] when `centered`, else unchanged (`get_data_scaler`)."""
+    """[0, 1] -> model space: [-1, 1] when `centered`, else unchanged (the official scaler)."""
     return _to_centered if centered else _identity
 
 
