@@ -8,6 +8,7 @@ import io
 import math
 import os
 import pickle
+import tarfile
 import urllib.request
 
 import numpy as np
@@ -67,6 +68,16 @@ def test_cifar10_dataset_items_and_resize(cifar_root):
     assert img.shape == (3, 32, 32) and img.dtype == torch.uint8 and isinstance(y, int)
     small = CIFAR10(cifar_root, "test", image_size=16)
     assert small[0][0].shape == (3, 16, 16) and small[0][0].dtype == torch.uint8
+
+
+def test_cifar10_reads_an_uncompressed_tar_too(tmp_path, cifar_root):
+    with tarfile.open(cifar_root / "cifar-10-python.tar.gz") as src, \
+            tarfile.open(tmp_path / "cifar.tar", "w") as dst:
+        for m in src:
+            dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+    a = load_cifar10_arrays(tmp_path / "cifar.tar", "test")
+    b = load_cifar10_arrays(cifar_root, "test")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 def test_cifar10_missing_names_the_paths_and_the_fixes(tmp_path):

@@ -141,7 +141,7 @@ def load_cifar10_arrays(
                 batches[name] = _load_batch(f, str(path / name))
     else:
         wanted = {f"{CIFAR10_DIR}/{name}": name for name in names}
-        with tarfile.open(path, "r:gz") as tar:  # one sequential pass, nothing extracted
+        with tarfile.open(path, "r:*") as tar:  # one sequential pass, nothing extracted
             for member in tar:
                 name = wanted.get(member.name.removeprefix("./"))
                 if name is not None and member.isfile():
