@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import steps, time_grid, time_points
+from .sampling import probability_flow_step, steps, time_points
 from .utils import batch_broadcast, randn_like
 
 Tensor = torch.Tensor
@@ -20,15 +20,14 @@ def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progre
     deterministic DDIM (a first-order solver of the probability-flow ODE), eta = 1 is ancestral
     sampling with the posterior variance.
 
-    Grid: with `denoise` (default) the N steps run over linspace(T, eps, N) and the last one goes
-    from eps to t = 0 (for VP this last step returns x0); without, they run from T to eps.
+    Grid: N - 1 DDIM steps over the N times of `schedule` from T to eps; then, with `denoise`, a
+    probability-flow Euler step from eps to 0, else one more DDIM step to eps' end. (A DDIM step
+    onto t = 0 would return Tweedie's x0, which shrinks every direction of variance v by
+    v / (v + std_eps^2 / alpha_eps^2): the probability-flow step is accurate to second order in it.)
     """
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta={eta!r}: expected a number in [0, 1]")
-    if denoise:
-        grid = time_grid(sde, eps, N, schedule, x.device)
-    else:
-        grid = time_points(sde, eps, N + 1, schedule, x.device)
+    grid = time_points(sde, eps, N if denoise else N + 1, schedule, x.device)
     for t, t_next in steps(grid, x, progress, "DDIM"):
         alpha, std = sde.marginal_coeffs(t)
         alpha_next, std_next = sde.marginal_coeffs(t_next)
@@ -43,4 +42,7 @@ def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progre
         )
         if eta > 0:
             x = x + batch_broadcast(sigma, x) * randn_like(x, generator)
+    if denoise:
+        t = grid[-1].to(x.dtype).expand(x.shape[0])
+        x = probability_flow_step(sde, score_fn, x, t, torch.zeros_like(t))
     return x

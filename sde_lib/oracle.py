@@ -61,6 +61,9 @@ class GaussianMixture:
         if (self.eigvals <= 0).any():
             raise ValueError("every covariance must be positive definite")
         self._chol = torch.linalg.cholesky(self.covs)
+        # Diagonal covariances (a common basis that is the identity) skip the projections.
+        off_diag = self.covs - torch.diag_embed(torch.diagonal(self.covs, dim1=1, dim2=2))
+        self.diagonal = bool((off_diag == 0).all())
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -132,13 +135,18 @@ class GaussianMixture:
         if xf.shape[1] != self.dim:
             raise ValueError(f"x has {xf.shape[1]} numbers per example; the mixture has d={self.dim}")
         alpha, std = (c.to(dev_) for c in self._time_coeffs(x, sde, t))
-        lam, U, mu = self.eigvals.to(dev_), self.eigvecs.to(dev_), self.means.to(dev_)
+        mu = self.means.to(dev_)
         # var[b, k, j] = alpha_b^2 lam_kj + std_b^2 ; z[b, k, :] = U_k^T (x_b - alpha_b mu_k)
-        var = alpha[:, None, None] ** 2 * lam[None] + std[:, None, None] ** 2
         dev = xf[:, None, :] - alpha[:, None, None] * mu[None]
-        z = torch.einsum("bkd,kde->bke", dev, U)
+        if self.diagonal:
+            lam = torch.diagonal(self.covs, dim1=1, dim2=2).to(dev_)
+            z = dev
+        else:
+            lam, U = self.eigvals.to(dev_), self.eigvecs.to(dev_)
+            z = torch.einsum("bkd,kde->bke", dev, U)
+        var = alpha[:, None, None] ** 2 * lam[None] + std[:, None, None] ** 2
         log_n = -0.5 * (z.square() / var + torch.log(2 * math.pi * var)).sum(-1)
-        comp_scores = -torch.einsum("bke,kde->bkd", z / var, U)
+        comp_scores = -z / var if self.diagonal else -torch.einsum("bke,kde->bkd", z / var, U)
         return torch.log(self.weights).to(dev_)[None] + log_n, comp_scores
 
     def log_prob(self, x: Tensor, sde=None, t=None, y: Optional[Tensor] = None) -> Tensor:

@@ -17,7 +17,13 @@ Tensor = torch.Tensor
 
 
 class Predictor:
-    """Base class: holds the SDE, its reverse and the score function."""
+    """Base class: holds the SDE, its reverse and the score function.
+
+    `chain_based` predictors step down the SDE's discrete chain (level i(t) to i - 1) and ignore
+    `t_next`; the others integrate the reverse SDE from t to t_next.
+    """
+
+    chain_based = False
 
     def __init__(self, sde, score_fn: Callable, probability_flow: bool = False):
         self.sde = sde
@@ -41,6 +47,8 @@ class EulerMaruyamaPredictor(Predictor):
 class ReverseDiffusionPredictor(Predictor):
     """Reverse of the chain step into level i(t): x_{i-1} = x_i - [f_i - G_i^2 s] + G_i z (eq. 46)."""
 
+    chain_based = True
+
     def step(self, x, t, t_next, generator=None):
         f, G = self.rsde.discretize(x, t)
         x_mean = x - f
@@ -53,6 +61,8 @@ class AncestralSamplingPredictor(Predictor):
     VP: x_{i-1} = (x_i + beta_i s) / sqrt(1 - beta_i) + sqrt(beta_i) z, DDPM's update with
     s = -eps / sqrt(1 - alpha_bar_i). The mean and noise come from `SDE.ancestral_step`.
     """
+
+    chain_based = True
 
     def __init__(self, sde, score_fn, probability_flow=False):
         if probability_flow:

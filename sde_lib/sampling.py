@@ -126,8 +126,10 @@ def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
       n_steps: corrector steps per time.
       probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
       step_size_rule: "batch" (official) or "per_example" Langevin step sizes (see corrector).
-      denoise: the last predictor step returns its noise-free mean (for the ancestral predictor
-        this is Algorithm 2's z = 0 at t = 1).
+      denoise: make the last step (eps -> 0) noise-free. Chain-based predictors return the mean of
+        their last step (for the ancestral predictor this is Algorithm 2's z = 0 at t = 1); for
+        Euler-Maruyama the last step becomes an Euler step of the probability-flow ODE, which
+        removes the remaining noise std(eps) without over-sharpening (see `probability_flow_step`).
     """
     check_choice("predictor", predictor, predictors_lib.PREDICTORS)
     check_choice("corrector", corrector, correctors_lib.CORRECTORS)
@@ -139,9 +141,13 @@ def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
     predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow)
     kwargs = {"step_size_rule": step_size_rule} if corrector == "langevin" else {}
     corrector_obj = correctors_lib.CORRECTORS[corrector](sde, score_fn, snr=snr, n_steps=check_positive_int("n_steps", n_steps), **kwargs)
+    # The last step is replaced by a probability-flow step when denoising a continuous-time predictor.
+    pf_last = denoise and not predictor_obj.chain_based and predictor != "none"
     x_mean = x
-    for t, t_next in steps(time_grid(sde, eps, N, schedule, x.device), x, progress, "PC sampling"):
+    for k, (t, t_next) in enumerate(steps(time_grid(sde, eps, N, schedule, x.device), x, progress, "PC sampling")):
         x, x_mean = corrector_obj.correct(x, t, generator)
+        if pf_last and k == N - 1:
+            return probability_flow_step(sde, score_fn, x, t, t_next)
         x, x_mean = predictor_obj.step(x, t, t_next, generator)
     return x_mean if denoise else x
 

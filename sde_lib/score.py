@@ -12,7 +12,7 @@ Parameterisations (`prediction`):
 Time labels (`time_labels`) are the SDE's own (`SDE.network_time_label`), matching the official
 code so that its checkpoints see what they were trained with:
   * "continuous": VP and sub-VP 999 t, VE sigma(t).
-  * "discrete":   VP the DDPM timestep t (N - 1) (std from DDPM's alpha_bar_i), VE the NCSN
+  * "discrete":   VP the DDPM timestep i(t) (std from DDPM's alpha_bar_i), VE the NCSN
                   sigma index round((T - t)(N - 1) / T) (std = sigma_i).
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .utils import check_choice, check_positive
+from .utils import batch_broadcast, check_choice, check_positive, randn_like
 
 Tensor = torch.Tensor
 
@@ -69,19 +69,17 @@ def torchsde_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, pr
     import torchsde
     from tqdm.auto import tqdm
 
-    from .sampling import probability_flow_step  # noqa: F401  (kept close to sampling helpers)
-    from .utils import batch_broadcast
 
     check_choice("solver", solver, SOLVERS)
     dt = (sde.T - eps) / N if dt is None else check_positive("dt", dt)
     B, data_shape = x.shape[0], tuple(x.shape[1:])
     entropy = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
-    span = sde.T - eps
+    ts = torch.tensor([0.0, sde.T - eps], dtype=x.dtype, device=x.device)
+    span = float(ts[-1])  # in x's precision, so that the Brownian interval covers ts exactly
     bm = torchsde.BrownianInterval(t0=0.0, t1=span, size=(B, x[0].numel()), dtype=x.dtype,
                                    device=x.device, entropy=entropy)
     bar = tqdm(total=round(span, 4), desc="torchsde", disable=not progress, leave=False)
     rev = _ReverseTimeSDE(sde, score_fn, data_shape, SOLVERS[solver], bar if progress else None)
-    ts = torch.tensor([0.0, span], dtype=x.dtype, device=x.device)
     ys = torchsde.sdeint(rev, x.reshape(B, -1), ts, method=solver, dt=dt, bm=bm, adaptive=adaptive,
                          rtol=rtol, atol=atol)
     bar.close()
@@ -91,6 +89,4 @@ def torchsde_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, pr
     x_mean = x - drift * eps  # the last step, eps -> 0, of Euler-Maruyama
     if denoise:
         return x_mean
-    from .utils import randn_like
-
     return x_mean + batch_broadcast(diffusion, x) * (eps**0.5) * randn_like(x, generator)

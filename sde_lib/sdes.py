@@ -220,7 +220,7 @@ class VPSDE(SDE):
     the N-level chain has DDPM's beta_i = beta_min/N + i (beta_max - beta_min) / (N (N-1)), so
     `VPSDE(0.1, 20, 1000)` has beta_1 = 1e-4 ... beta_1000 = 0.02 (Ho et al. 2020).
 
-    Network time labels (official): continuous 999 t; discrete t (N - 1), the DDPM timestep.
+    Network time labels (official): continuous 999 t; discrete the DDPM timestep i(t).
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, N: int = 1000):
@@ -279,7 +279,9 @@ class VPSDE(SDE):
 
     def network_time_label(self, t, discrete=False):
         if discrete:
-            return _f64(t) * (self.N - 1) / self.T
+            # The DDPM timestep i(t) itself (the official code passes t (N - 1) unrounded, which
+            # on its sampling grid is off the integer timestep by up to eps (N - 1)).
+            return self.discrete_index(t).to(torch.float64)
         return 999.0 * _f64(t)
 
 

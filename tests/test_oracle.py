@@ -85,3 +85,16 @@ def test_bad_shapes_raise():
         GaussianMixture([1.0, 1.0], np.zeros((2, 2)), np.ones((2, 3, 3)))
     with pytest.raises(ValueError, match="positive definite"):
         GaussianMixture([1.0], np.zeros((1, 2)), -np.eye(2)[None])
+
+
+def test_diagonal_fast_path_agrees_with_the_general_one():
+    rng = np.random.default_rng(5)
+    covs = np.stack([np.diag(rng.uniform(0.01, 1.0, 6)) for _ in range(3)])
+    diag = GaussianMixture([1.0, 2.0, 3.0], rng.normal(size=(3, 6)), covs)
+    assert diag.diagonal
+    general = GaussianMixture([1.0, 2.0, 3.0], diag.means, covs)
+    general.diagonal = False
+    x = torch.randn(9, 6, dtype=torch.float64)
+    t = torch.linspace(0.0, 1.0, 9, dtype=torch.float64)
+    torch.testing.assert_close(diag.log_prob(x, VPSDE(), t), general.log_prob(x, VPSDE(), t))
+    torch.testing.assert_close(diag.score(x, VPSDE(), t), general.score(x, VPSDE(), t))

@@ -1,0 +1,136 @@
+"""Sampler API: DDPM's Algorithm 2 exactly, exact NFE counts, reproducibility, argument errors."""
+import math
+
+import pytest
+import torch
+
+from sde_lib import VESDE, VPSDE, NetworkScore, subVPSDE
+from sde_lib.sampling import METHODS, sample, time_grid, time_points
+
+
+def small_eps_net(N=1000):
+    """A fixed non-linear epsilon 'network' of (x, DDPM timestep): the exact noise predictor of
+    N(0, 0.5 I) data plus a non-linear perturbation, so that samples stay O(1)."""
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(12, 12, generator=g) / math.sqrt(12)
+    alpha_bar = VPSDE(N=N).alphas_cumprod.float()
+    def eps_net(x, labels):
+        ab = alpha_bar[labels.round().long()][:, None]
+        h = x.reshape(x.shape[0], -1)
+        eps = h * torch.sqrt(1 - ab) / (0.5 * ab + 1 - ab) + 0.05 * torch.tanh(h @ W)
+        return eps.reshape(x.shape)
+    return eps_net
+
+
+def algorithm_2(eps_net, shape, generator, N=1000):
+    """Plain transcription of Ho et al. (2020), Algorithm 2, with linspace(1e-4, 0.02, N) betas.
+
+    Noise is drawn in the same order as the library's sampler draws it (x_T, then one z per
+    step, the last one discarded as Algorithm 2 sets z = 0 at t = 1).
+    """
+    betas = torch.linspace(1e-4 * 1000 / N, 0.02 * 1000 / N, N, dtype=torch.float64)
+    alphas = 1.0 - betas
+    alpha_bar = torch.cumprod(alphas, 0)
+    x = torch.randn(shape, generator=generator)
+    for i in reversed(range(N)):
+        z = torch.randn(shape, generator=generator)
+        if i == 0:
+            z = torch.zeros_like(z)
+        eps = eps_net(x, torch.full((shape[0],), float(i)))
+        coef = (betas[i] / torch.sqrt(1 - alpha_bar[i])).float()
+        x = (x - coef * eps) / torch.sqrt(alphas[i]).float() + torch.sqrt(betas[i]).float() * z
+    return x
+
+
+@pytest.mark.parametrize("N", [1000, 50])
+def test_ddpm_and_ancestral_predictor_are_algorithm_2(N):
+    sde = VPSDE(0.1, 20.0, N)
+    net = small_eps_net(N)
+    score_fn = NetworkScore(net, sde, prediction="eps", time_labels="discrete")
+    shape = (4, 3, 2, 2)
+    ref = algorithm_2(net, shape, torch.Generator().manual_seed(5), N)
+    x_ddpm, nfe = sample(sde, score_fn, shape, method="ddpm", denoise=True, generator=torch.Generator().manual_seed(5))
+    x_pc, _ = sample(sde, score_fn, shape, method="pc", predictor="ancestral_sampling", corrector="none",
+                     denoise=True, generator=torch.Generator().manual_seed(5))
+    assert nfe == N
+    assert (x_ddpm - ref).abs().max() <= 1e-6
+    assert (x_pc - ref).abs().max() <= 1e-6
+
+
+def _quadratic_score(x, t):
+    return -x
+
+
+@pytest.mark.parametrize(
+    "method, options, expected",
+    [
+        ("pc", dict(corrector="none"), 20),  # the official code reports 40 here
+        ("pc", dict(corrector="langevin", n_steps=2), 60),
+        ("pc", dict(predictor="none", corrector="ald"), 20),
+        ("ddpm", {}, 20),
+        ("ddim", {}, 20),
+        ("ddim", dict(eta=0.5, denoise=False), 20),
+        ("langevin", dict(n_steps_each=3, denoise=False), 60),
+        ("langevin", dict(n_steps_each=3, denoise=True), 61),
+    ],
+)
+def test_nfe_counts_score_calls_exactly(method, options, expected):
+    calls = []
+    def score_fn(x, t):
+        calls.append(1)
+        return -x
+    _, nfe = sample(VPSDE(), score_fn, (3, 2), method=method, N=20, **options)
+    assert nfe == len(calls) == expected
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_same_generator_same_samples(method):
+    sde = VESDE(sigma_max=5.0)
+    opts = dict(N=10) if method != "ode" else {}
+    a, _ = sample(sde, _quadratic_score, (5, 2), method=method, generator=torch.Generator().manual_seed(3), **opts)
+    b, _ = sample(sde, _quadratic_score, (5, 2), method=method, generator=torch.Generator().manual_seed(3), **opts)
+    assert torch.equal(a, b)
+
+
+def test_time_grids():
+    sde = VPSDE()
+    g = time_grid(sde, 1e-3, 5)
+    assert g.shape == (6,) and g[0] == 1.0 and g[-2] == 1e-3 and g[-1] == 0.0
+    for schedule in ("uniform", "logsnr", "edm"):
+        t = time_points(sde, 1e-3, 50, schedule)
+        assert t[0] == 1.0 and t[-1] == 1e-3 and torch.all(torch.diff(t) < 0)
+    lam = sde.log_snr(time_points(sde, 1e-3, 50, "logsnr"))
+    torch.testing.assert_close(torch.diff(lam), torch.full((49,), (lam[-1] - lam[0]).item() / 49, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="magic"), "method='magic' is not one of"),
+        (dict(method="pc", predictor="rk4"), "predictor='rk4' is not one of"),
+        (dict(method="pc", corrector="hmc"), "corrector='hmc' is not one of"),
+        (dict(N=0), "N=0"),
+        (dict(eps=0.0), "eps=0.0"),
+        (dict(eps=1.0), "eps=1.0"),
+        (dict(method="ddim", eta=1.5), "eta=1.5"),
+        (dict(method="ddim", predictor="x"), "unknown option"),
+        (dict(method="pc", schedule="logsnr"), "schedule='logsnr'"),
+        (dict(method="pc", schedule="cosine", predictor="euler_maruyama"), "schedule='cosine' is not one of"),
+        (dict(x_T=torch.zeros(4, 2)), "x_T has shape"),
+        (dict(x_T=torch.full((3, 2), float("nan"))), "x_T holds 6 non-finite"),
+        (dict(method="sde_solver", solver="rk4"), "solver='rk4'"),
+    ],
+)
+def test_bad_arguments_raise_before_work(kwargs, match):
+    calls = []
+    def score_fn(x, t):
+        calls.append(1)
+        return -x
+    with pytest.raises(ValueError, match=match):
+        sample(VPSDE(), score_fn, (3, 2), **kwargs)
+    assert not calls
+
+
+def test_bad_shape_raises():
+    with pytest.raises(ValueError, match="shape"):
+        sample(VPSDE(), _quadratic_score, (3,))
