@@ -1,0 +1,126 @@
+"""Likelihood accuracy and cost on the peer Gaussian mixtures, with the exact score.
+
+For each SDE (VP, sub-VP, VE) and case (2-D: 2000 points; 192-D "images" 3x8x8: 1000 points) it
+runs `sde_lib.likelihood.log_likelihood` under several estimator settings and prints a table:
+
+  NFE        score calls (one per ODE evaluation here; the official code calls the model twice)
+  wall       seconds for the whole batch
+  MAE p0     mean |logp - log p_0(x)| in nats per point, and in bits/dim (/ (d ln 2)): what the
+             official figures in /work/shared/peer/README.md report
+  bias p0    mean (logp - log p_0(x)) +- its standard error over points
+  MAE tgt    mean |logp - (log p_eps(x) + log prior(z) - log p_T(z))|: the error against the value
+             the ODE actually targets (the solver's and the estimator's own error)
+  |prior|    mean |log prior(z) - log p_T(z)| (the prior-mismatch term, `prior_mismatch`)
+  |eps|      mean |log p_eps(x) - log p_0(x)| (starting at eps instead of 0; VE's sigma_min blur)
+
+Example:
+    python benchmarks/bench_likelihood.py --threads 1
+    python benchmarks/bench_likelihood.py --cases 2d --sdes vp --rows official exact
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sde_lib import VESDE, VPSDE, GaussianMixture, subVPSDE  # noqa: E402
+from sde_lib.likelihood import log_likelihood, prior_mismatch  # noqa: E402
+
+SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
+CASES = {"2d": "two_d", "image": "image"}
+
+# Estimator settings, by row name. "official" is the official likelihood.py's setting (RK45,
+# rtol = atol = 1e-5, eps = 1e-5, one Rademacher probe) run by our code.
+ROWS = {
+    "official": dict(method="RK45", divergence="rademacher", n_probes=1),
+    "rademacher2": dict(method="dopri5", divergence="rademacher", n_probes=2),
+    "rademacher4": dict(method="dopri5", divergence="rademacher", n_probes=4),
+    "rademacher16": dict(method="dopri5", divergence="rademacher", n_probes=16),
+    "exact_rk45": dict(method="RK45", divergence="exact"),
+    "exact": dict(method="dopri5", divergence="exact", error_norm="per_example"),
+}
+DEFAULT_ROWS = {
+    "2d": ["official", "exact_rk45", "exact"],
+    "image": ["official", "rademacher2", "rademacher4", "rademacher16", "exact"],
+}
+
+
+def run_row(sde, gm, x, row: str, seed: int):
+    options = dict(ROWS[row])
+    generator = torch.Generator().manual_seed(seed)
+    start = time.perf_counter()
+    res = log_likelihood(sde, gm.score_fn(sde), x, rtol=1e-5, atol=1e-5, eps=1e-5,
+                         generator=generator, **options)
+    wall = time.perf_counter() - start
+    return res, wall
+
+
+def describe(row: str) -> str:
+    o = ROWS[row]
+    probes = "" if o["divergence"] == "exact" else f" x{o['n_probes']}"
+    norm = ", per-example norm" if o.get("error_norm") == "per_example" else ""
+    return f"{o['divergence']}{probes} ({o['method']}{norm})"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mixtures", default="/work/shared/peer/mixtures.npz")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--sdes", nargs="+", default=list(SDES), choices=list(SDES))
+    parser.add_argument("--rows", nargs="+", default=None, choices=list(ROWS),
+                        help="estimator settings (default: per case, see DEFAULT_ROWS)")
+    parser.add_argument("--n-2d", type=int, default=2000)
+    parser.add_argument("--n-image", type=int, default=1000)
+    parser.add_argument("--n-exact-image", type=int, default=200,
+                        help="points for the exact trace in 192-D (192 VJPs per evaluation); "
+                             "the first n of the same data")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), data float64, "
+          f"rtol = atol = 1e-5, eps = 1e-5, seed {args.seed}")
+    for case in args.cases:
+        gm = GaussianMixture.from_npz(args.mixtures, CASES[case])
+        n = args.n_2d if case == "2d" else args.n_image
+        generator = torch.Generator().manual_seed(args.seed)
+        x_all = gm.sample(n, generator=generator, dtype=torch.float64)
+        logp0_all = gm.log_prob(x_all)
+        d = gm.dim
+        run_row(SDES[args.sdes[0]](), gm, x_all[:8], "official", 0)  # warm-up, untimed
+        print(f"\n## {case}: d = {d}, {gm.n_components} components, {n} points")
+        print("| SDE | estimator (solver) | points | NFE | wall s | MAE p0 nats/pt "
+              "| MAE p0 bits/dim | bias p0 nats | MAE tgt nats/pt | mean SE nats "
+              "| abs prior | abs eps |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for sde_name in args.sdes:
+            sde = SDES[sde_name]()
+            for row in args.rows or DEFAULT_ROWS[case]:
+                exact_image = case == "image" and ROWS[row]["divergence"] == "exact"
+                m = args.n_exact_image if exact_image else n
+                x, logp0 = x_all[:m], logp0_all[:m]
+                res, wall = run_row(sde, gm, x, row, args.seed + 1)
+                mismatch = prior_mismatch(sde, res.z, lambda z: gm.log_prob(z, sde, sde.T))
+                logp_eps = gm.log_prob(x, sde, 1e-5)
+                err0 = res.logp - logp0
+                err_tgt = res.logp - (logp_eps + mismatch)
+                se = res.stderr.mean().item()
+                print(
+                    f"| {sde_name} | {describe(row)} | {m} | {res.nfe} | {wall:.2f} "
+                    f"| {err0.abs().mean():.3f} | {err0.abs().mean() / (d * math.log(2)):.2e} "
+                    f"| {err0.mean():+.2e} +- {err0.std() / math.sqrt(m):.1e} "
+                    f"| {err_tgt.abs().mean():.2e} | {'-' if math.isnan(se) else f'{se:.3f}'} "
+                    f"| {mismatch.abs().mean():.1e} | {(logp_eps - logp0).abs().mean():.1e} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
