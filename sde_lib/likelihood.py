@@ -18,7 +18,8 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .ode import CountingScore, is_adaptive, odeint
+from .ode import is_adaptive, odeint
+from .score import CountingScore
 from .utils import check_end_time, check_finite, check_positive_int, data_dim
 
 Tensor = torch.Tensor
@@ -223,7 +224,7 @@ def log_likelihood(
     else:
         stderr = per_probe.std(0) / math.sqrt(n_rows)
     return LogLikelihood(
-        logp, z64.to(dtype), counted.calls, stderr=stderr, per_probe=per_probe,
+        logp, z64.to(dtype), counted.nfe, stderr=stderr, per_probe=per_probe,
         prior_logp=prior_logp, delta_logp=state1[:, d:].mean(1),
     )
 

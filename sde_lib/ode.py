@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .score import CountingScore
 from .utils import check_end_time, check_finite
 
 Tensor = torch.Tensor
@@ -380,18 +381,6 @@ def _solve_adaptive(
 # The probability-flow ODE
 
 
-class CountingScore:
-    """Wraps score_fn(x, t) and counts its calls (the honest NFE of a sampler or likelihood)."""
-
-    def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor]):
-        self.score_fn = score_fn
-        self.calls = 0
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        self.calls += 1
-        return self.score_fn(x, t)
-
-
 def probability_flow_sample(
     sde,
     score_fn: Callable[[Tensor, Tensor], Tensor],
@@ -437,4 +426,4 @@ def probability_flow_sample(
             drift, x_T.to(torch.float64), sde.T, eps, method=method, rtol=rtol, atol=atol,
             progress=progress, n_steps=n_steps, error_norm=error_norm,
         )
-    return x_eps.to(dtype), counted.calls
+    return x_eps.to(dtype), counted.nfe

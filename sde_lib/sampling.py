@@ -31,22 +31,11 @@ from tqdm.auto import tqdm
 
 from . import correctors as correctors_lib
 from . import predictors as predictors_lib
+from .score import CountingScore
 from .utils import (batch_broadcast, check_choice, check_end_time, check_finite, check_positive,
                     check_positive_int, check_shape, randn_like)
 
 Tensor = torch.Tensor
-
-
-class CountingScore:
-    """Wraps score_fn(x, t) and counts its calls in `.nfe`."""
-
-    def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor]):
-        self.score_fn = score_fn
-        self.nfe = 0
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        self.nfe += 1
-        return self.score_fn(x, t)
 
 
 SCHEDULES = ("uniform", "logsnr", "edm")
@@ -191,18 +180,24 @@ def langevin_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
 
 
 def ode_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
-                solver: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5):
+                solver: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5, error_norm: str = "rms"):
     """Probability-flow ODE (eq. 13) from T to eps with a black-box solver, then, with `denoise`,
     one Euler step of the same ODE from eps to 0 (noise-free; one more score evaluation).
 
     Args:
-      solver: any scipy `solve_ivp` method ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA"),
-        or a torch solver that stays on the device (see `sde_lib.ode.SOLVERS`).
+      solver: a name in `sde_lib.ode.METHODS`: any scipy `solve_ivp` method ("RK45", "RK23",
+        "DOP853", "Radau", "BDF", "LSODA"); "dopri5" or "bosh3", adaptive solvers that stay on
+        the torch device; or a fixed-step method ("euler", "heun", "midpoint", "rk4") with N steps.
       rtol, atol: tolerances of adaptive solvers.
+      error_norm: "rms" (scipy's, over the whole batch) or "per_example" (each example's error
+        must be small: costs a few more steps, no outliers) for the torch solvers.
     """
-    from .ode import probability_flow_sample
+    from .ode import METHODS as ODE_METHODS, is_adaptive, probability_flow_sample
 
-    x, _ = probability_flow_sample(sde, score_fn, x, eps=eps, method=solver, rtol=rtol, atol=atol, progress=progress)
+    check_choice("solver", solver, ODE_METHODS)
+    n_steps = None if is_adaptive(solver) else N
+    x, _ = probability_flow_sample(sde, score_fn, x, eps=eps, method=solver, rtol=rtol, atol=atol,
+                                   progress=progress, n_steps=n_steps, error_norm=error_norm)
     if denoise:
         B = x.shape[0]
         t = torch.full((B,), eps, dtype=x.dtype, device=x.device)
@@ -225,7 +220,7 @@ def _sde_solver(*args, **kwargs):
 # name -> (function, its own options, default of `denoise`)
 METHODS = {
     "pc": (pc_sampler, ("predictor", "corrector", "snr", "n_steps", "probability_flow", "step_size_rule", "schedule"), True),
-    "ode": (ode_sampler, ("solver", "rtol", "atol"), True),
+    "ode": (ode_sampler, ("solver", "rtol", "atol", "error_norm"), True),
     "sde_solver": (_sde_solver, ("solver", "adaptive", "rtol", "atol", "dt"), True),
     "ddpm": (ddpm_sampler, (), True),
     "ddim": (_ddim, ("eta", "schedule"), True),

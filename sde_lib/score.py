@@ -29,6 +29,18 @@ PREDICTIONS = ("score", "eps", "scaled_score", "x0")
 TIME_LABELS = ("continuous", "discrete")
 
 
+class CountingScore:
+    """Wraps score_fn(x, t) and counts its calls in `.nfe` (the honest cost of a sampler)."""
+
+    def __init__(self, score_fn: Callable[[Tensor, Tensor], Tensor]):
+        self.score_fn = score_fn
+        self.nfe = 0
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.score_fn(x, t)
+
+
 class NetworkScore:
     """score_fn(x, t, y=None) from a network net(x, labels[, y]).
 

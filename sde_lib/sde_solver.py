@@ -7,6 +7,8 @@ every torchsde solver applies; the SDE object declares the type each solver need
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .utils import batch_broadcast, check_choice, check_positive, randn_like
@@ -64,7 +66,8 @@ def torchsde_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, pr
       adaptive, rtol, atol: torchsde's adaptive stepping (for the solvers that support it).
       generator: seeds the BrownianInterval (its `entropy`), so the Brownian path, and the
         samples, are reproducible.
-      denoise: a final noise-free step from eps to 0 (the drift of the reverse SDE only).
+      denoise: the final step from eps to 0 is a noise-free probability-flow Euler step, else an
+        Euler-Maruyama step of the reverse SDE.
     """
     import torchsde
     from tqdm.auto import tqdm
@@ -85,8 +88,9 @@ def torchsde_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, pr
     bar.close()
     x = ys[-1].reshape(B, *data_shape)
     t = torch.full((B,), eps, dtype=x.dtype, device=x.device)
-    drift, diffusion = sde.reverse(score_fn).sde(x, t)
-    x_mean = x - drift * eps  # the last step, eps -> 0, of Euler-Maruyama
-    if denoise:
-        return x_mean
-    return x_mean + batch_broadcast(diffusion, x) * (eps**0.5) * randn_like(x, generator)
+    if denoise:  # noise-free last step eps -> 0 along the probability flow (see sampling.py)
+        from .sampling import probability_flow_step
+
+        return probability_flow_step(sde, score_fn, x, t, torch.zeros_like(t))
+    drift, diffusion = sde.reverse(score_fn).sde(x, t)  # an Euler-Maruyama step eps -> 0
+    return x - drift * eps + batch_broadcast(diffusion, x) * math.sqrt(eps) * randn_like(x, generator)
