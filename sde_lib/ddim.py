@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import probability_flow_step, steps, time_points
+from .predictors import reverse_sde_final_step
+from .sampling import steps, time_grid, time_points
 from .utils import batch_broadcast, randn_like
 
 Tensor = torch.Tensor
@@ -20,14 +21,18 @@ def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progre
     deterministic DDIM (a first-order solver of the probability-flow ODE), eta = 1 is ancestral
     sampling with the posterior variance.
 
-    Grid: N - 1 DDIM steps over the N times of `schedule` from T to eps; then, with `denoise`, a
-    probability-flow Euler step from eps to 0, else one more DDIM step to eps' end. (A DDIM step
-    onto t = 0 would return Tweedie's x0, which shrinks every direction of variance v by
-    v / (v + std_eps^2 / alpha_eps^2): the probability-flow step is accurate to second order in it.)
+    Grid: N - 1 DDIM steps over the N times of `schedule` from T to eps, then a last step to t = 0:
+    denoise="pf" a probability-flow Euler step, "mean" a DDIM step (for VP it returns Tweedie's
+    x0, which shrinks every direction of variance v by v / (v + std_eps^2 / alpha_eps^2), while
+    the probability-flow step is accurate to second order in that ratio). With denoise=False the
+    N DDIM steps end at eps.
     """
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta={eta!r}: expected a number in [0, 1]")
-    grid = time_points(sde, eps, N if denoise else N + 1, schedule, x.device)
+    if denoise == "mean":
+        grid = time_grid(sde, eps, N, schedule, x.device)
+    else:
+        grid = time_points(sde, eps, N + (denoise is False), schedule, x.device)
     for t, t_next in steps(grid, x, progress, "DDIM"):
         alpha, std = sde.marginal_coeffs(t)
         alpha_next, std_next = sde.marginal_coeffs(t_next)
@@ -42,7 +47,7 @@ def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progre
         )
         if eta > 0:
             x = x + batch_broadcast(sigma, x) * randn_like(x, generator)
-    if denoise:
+    if denoise == "pf":
         t = grid[-1].to(x.dtype).expand(x.shape[0])
-        x = probability_flow_step(sde, score_fn, x, t, torch.zeros_like(t))
+        x = reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), "pf")
     return x

@@ -14,8 +14,15 @@ Methods (`METHODS`):
   * "langevin":   annealed Langevin dynamics over the noise levels (NCSN, Song & Ermon 2019).
 
 Options every method shares:
-  eps:       end time of the reverse process, in (0, T) (default 1e-3, as official).
-  denoise:   take the final step (from eps to 0) without noise (see each method).
+  eps:       last time the score is evaluated, in (0, T); the final step goes from eps to 0.
+             Default 1e-3 (official); for chain-based samplers (ddpm, and pc with the
+             reverse_diffusion or ancestral_sampling predictor) the time of the chain's first
+             level, `SDE.chain_end_time()` (9.2e-4 for VP with N = 1000, about 1/N in general).
+  denoise:   how the final step (from eps to t = 0) is taken: "pf", a noise-free step of the
+             probability-flow ODE (default; removes the noise std(eps) without over-sharpening);
+             "mean", the official denoising (the last step's mean, about Tweedie's E[x_0 | x_eps];
+             Algorithm 2's z = 0; the default of "ddpm" and "langevin"); False, a noisy step.
+             True means the method's default. See `predictors.reverse_sde_final_step`.
   N:         number of steps for the stepping methods (default: the SDE's N).
   generator: a torch.Generator for every random draw (prior and noise), for reproducibility.
   progress:  show a tqdm progress bar.
@@ -87,10 +94,8 @@ def steps(grid: Tensor, x: Tensor, progress: bool, desc: str):
         yield grid[k].to(x.dtype).expand(B), grid[k + 1].to(x.dtype).expand(B)
 
 
-def probability_flow_step(sde, score_fn, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-    """One Euler step of the probability-flow ODE (eq. 13) from t to t_next: noise-free."""
-    drift, _ = sde.reverse(score_fn, probability_flow=True).sde(x, t)
-    return x + drift * batch_broadcast(t_next - t, x)
+DENOISE = (False, "pf", "mean")
+DEFAULT_EPS = 1e-3
 
 
 # ------------------------------------------------------------------------------------ samplers
@@ -115,30 +120,27 @@ def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
       n_steps: corrector steps per time.
       probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
       step_size_rule: "batch" (official) or "per_example" Langevin step sizes (see corrector).
-      denoise: make the last step (eps -> 0) noise-free. Chain-based predictors return the mean of
-        their last step (for the ancestral predictor this is Algorithm 2's z = 0 at t = 1); for
-        Euler-Maruyama the last step becomes an Euler step of the probability-flow ODE, which
-        removes the remaining noise std(eps) without over-sharpening (see `probability_flow_step`).
+      denoise: the last step (eps -> 0): "pf" its probability-flow form, "mean" its noise-free
+        mean (for the ancestral predictor Algorithm 2's z = 0 at t = 1), False as is.
     """
     check_choice("predictor", predictor, predictors_lib.PREDICTORS)
     check_choice("corrector", corrector, correctors_lib.CORRECTORS)
     check_positive("snr", snr) if corrector != "none" else None
-    if schedule != "uniform" and predictor in ("reverse_diffusion", "ancestral_sampling"):
+    chain_based = predictors_lib.PREDICTORS[predictor].chain_based
+    if schedule != "uniform" and chain_based:
         raise ValueError(f"schedule={schedule!r}: predictor={predictor!r} walks the SDE's uniform chain of"
                          " N levels; use schedule='uniform' or predictor='euler_maruyama'")
     sde = sde.with_num_levels(N)
+    if eps is None:
+        eps = sde.chain_end_time() if chain_based else DEFAULT_EPS
     predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow)
     kwargs = {"step_size_rule": step_size_rule} if corrector == "langevin" else {}
     corrector_obj = correctors_lib.CORRECTORS[corrector](sde, score_fn, snr=snr, n_steps=check_positive_int("n_steps", n_steps), **kwargs)
-    # The last step is replaced by a probability-flow step when denoising a continuous-time predictor.
-    pf_last = denoise and not predictor_obj.chain_based and predictor != "none"
-    x_mean = x
     for k, (t, t_next) in enumerate(steps(time_grid(sde, eps, N, schedule, x.device), x, progress, "PC sampling")):
-        x, x_mean = corrector_obj.correct(x, t, generator)
-        if pf_last and k == N - 1:
-            return probability_flow_step(sde, score_fn, x, t, t_next)
-        x, x_mean = predictor_obj.step(x, t, t_next, generator)
-    return x_mean if denoise else x
+        x, _ = corrector_obj.correct(x, t, generator)
+        if k == N - 1:
+            return predictor_obj.final_step(x, t, t_next, denoise, generator)
+        x, _ = predictor_obj.step(x, t, t_next, generator)
 
 
 def ddpm_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress):
@@ -160,7 +162,8 @@ def langevin_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
     For each level time t_i of linspace(T, eps, N) with noise std sigma_i = std(t_i), run
     `n_steps_each` steps x <- x + a_i / 2 s(x, t_i) + sqrt(a_i) z with a_i = step_lr
     (sigma_i / sigma_L)^2, sigma_L = std(eps) (NCSN: step_lr = 2e-5 with sigma_L = 0.01). With
-    `denoise`, a final Tweedie step x + sigma_L^2 s(x, eps) (Jolicoeur-Martineau et al. 2021).
+    `denoise="mean"` (default), a final Tweedie step x + sigma_L^2 s(x, eps) (Jolicoeur-Martineau
+    et al. 2021); "pf" takes half of it (the probability-flow step to sigma = 0).
     Any SDE works (for VP the levels are its marginals); VE is the NCSN setting.
     """
     check_positive_int("n_steps_each", n_steps_each)
@@ -175,14 +178,14 @@ def langevin_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
             x = x + 0.5 * a * score_fn(x, t) + math.sqrt(a) * randn_like(x, generator)
     if denoise:
         t = grid[-1].to(x.dtype).expand(B)
-        x = x + sigmas[-1].item() ** 2 * score_fn(x, t)
+        x = x + (1.0 if denoise == "mean" else 0.5) * sigmas[-1].item() ** 2 * score_fn(x, t)
     return x
 
 
 def ode_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
                 solver: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5, error_norm: str = "rms"):
     """Probability-flow ODE (eq. 13) from T to eps with a black-box solver, then, with `denoise`,
-    one Euler step of the same ODE from eps to 0 (noise-free; one more score evaluation).
+    one more step from eps to 0 (one more score evaluation; "pf": an Euler step of the same ODE).
 
     Args:
       solver: a name in `sde_lib.ode.METHODS`: any scipy `solve_ivp` method ("RK45", "RK23",
@@ -199,9 +202,8 @@ def ode_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
     x, _ = probability_flow_sample(sde, score_fn, x, eps=eps, method=solver, rtol=rtol, atol=atol,
                                    progress=progress, n_steps=n_steps, error_norm=error_norm)
     if denoise:
-        B = x.shape[0]
-        t = torch.full((B,), eps, dtype=x.dtype, device=x.device)
-        x = probability_flow_step(sde, score_fn, x, t, torch.zeros_like(t))
+        t = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
+        x = predictors_lib.reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), denoise, generator)
     return x
 
 
@@ -219,17 +221,17 @@ def _sde_solver(*args, **kwargs):
 
 # name -> (function, its own options, default of `denoise`)
 METHODS = {
-    "pc": (pc_sampler, ("predictor", "corrector", "snr", "n_steps", "probability_flow", "step_size_rule", "schedule"), True),
-    "ode": (ode_sampler, ("solver", "rtol", "atol", "error_norm"), True),
-    "sde_solver": (_sde_solver, ("solver", "adaptive", "rtol", "atol", "dt"), True),
-    "ddpm": (ddpm_sampler, (), True),
-    "ddim": (_ddim, ("eta", "schedule"), True),
-    "langevin": (langevin_sampler, ("n_steps_each", "step_lr", "schedule"), True),
+    "pc": (pc_sampler, ("predictor", "corrector", "snr", "n_steps", "probability_flow", "step_size_rule", "schedule"), "pf"),
+    "ode": (ode_sampler, ("solver", "rtol", "atol", "error_norm"), "pf"),
+    "sde_solver": (_sde_solver, ("solver", "adaptive", "rtol", "atol", "dt"), "pf"),
+    "ddpm": (ddpm_sampler, (), "mean"),
+    "ddim": (_ddim, ("eta", "schedule"), "pf"),
+    "langevin": (langevin_sampler, ("n_steps_each", "step_lr", "schedule"), "mean"),
 }
 
 
 def sample(sde, score_fn: Callable[[Tensor, Tensor], Tensor], shape, method: str = "pc", *,
-           eps: float = 1e-3, denoise: Optional[bool] = None, N: Optional[int] = None,
+           eps: Optional[float] = None, denoise=None, N: Optional[int] = None,
            generator: Optional[torch.Generator] = None, progress: bool = False,
            x_T: Optional[Tensor] = None, device=None, dtype: torch.dtype = torch.float32, **options):
     """Draw samples by reversing `sde` with `score_fn`.
@@ -254,9 +256,14 @@ def sample(sde, score_fn: Callable[[Tensor, Tensor], Tensor], shape, method: str
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method={method!r}; its options are {list(own_options)}")
     shape = check_shape(shape)
-    check_end_time(eps, sde.T)
+    if eps is not None:
+        check_end_time(eps, sde.T)
+    elif method not in ("pc", "ddpm"):
+        eps = DEFAULT_EPS
     N = sde.N if N is None else check_positive_int("N", N)
-    denoise = default_denoise if denoise is None else bool(denoise)
+    if denoise is None or denoise is True:
+        denoise = default_denoise
+    check_choice("denoise", denoise, DENOISE + (True, None))
     if x_T is None:
         x_T = sde.prior_sampling(shape, generator=generator, device=device, dtype=dtype)
     else:

@@ -7,11 +7,10 @@ every torchsde solver applies; the SDE object declares the type each solver need
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from .utils import batch_broadcast, check_choice, check_positive, randn_like
+from .predictors import reverse_sde_final_step
+from .utils import check_choice, check_positive
 
 Tensor = torch.Tensor
 
@@ -66,8 +65,7 @@ def torchsde_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, pr
       adaptive, rtol, atol: torchsde's adaptive stepping (for the solvers that support it).
       generator: seeds the BrownianInterval (its `entropy`), so the Brownian path, and the
         samples, are reproducible.
-      denoise: the final step from eps to 0 is a noise-free probability-flow Euler step, else an
-        Euler-Maruyama step of the reverse SDE.
+      denoise: the final step from eps to 0 (see `predictors.reverse_sde_final_step`).
     """
     import torchsde
     from tqdm.auto import tqdm
@@ -88,9 +86,4 @@ def torchsde_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, pr
     bar.close()
     x = ys[-1].reshape(B, *data_shape)
     t = torch.full((B,), eps, dtype=x.dtype, device=x.device)
-    if denoise:  # noise-free last step eps -> 0 along the probability flow (see sampling.py)
-        from .sampling import probability_flow_step
-
-        return probability_flow_step(sde, score_fn, x, t, torch.zeros_like(t))
-    drift, diffusion = sde.reverse(score_fn).sde(x, t)  # an Euler-Maruyama step eps -> 0
-    return x - drift * eps + batch_broadcast(diffusion, x) * math.sqrt(eps) * randn_like(x, generator)
+    return reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), denoise, generator)

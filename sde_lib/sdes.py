@@ -165,6 +165,17 @@ class SDE(abc.ABC):
             return torch.full(i.shape, self.T, dtype=torch.float64, device=i.device)
         return _f64(i) * self.T / (self.N - 1)
 
+    def chain_end_time(self) -> float:
+        """The time whose kernel matches the chain's first level (equal log-SNR), in [0, T).
+
+        Chain-based samplers end their time grid there, so that the score at level 0 is taken
+        at level 0's own noise: 9.2e-4 for VP with N = 1000 (the official eps = 1e-3 was chosen
+        for that N), 6.2e-3 for N = 100, and 0 for VE, whose levels are sigma(i / (N - 1)).
+        """
+        a, s = self.discrete_marginal_coeffs(torch.zeros(1, dtype=torch.long))
+        t = self.time_from_log_snr(torch.log(a) - torch.log(s)).item()
+        return 0.0 if t < 1e-12 else t
+
     def transition_coeffs(self, i: Tensor) -> Tuple[Tensor, Tensor]:
         """Step i-1 -> i of the chain: x_i = ratio x_{i-1} + sqrt(var) z, (B,) float64 each.
 
@@ -229,6 +240,9 @@ class VPSDE(SDE):
         self.beta_max = check_positive("beta_max", beta_max)
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max={beta_max} must be >= beta_min={beta_min}")
+        if self.beta_max / N >= 1.0 and type(self) in (VPSDE, subVPSDE):
+            raise ValueError(f"N={N}: DDPM's largest beta_max / N = {self.beta_max / N:.3g} must be < 1;"
+                             f" use N > beta_max = {self.beta_max} (or fewer steps with a continuous-time sampler)")
         # DDPM's beta_i, i = 0..N-1 (float64; Ho et al. 2020 use linspace(1e-4, 0.02, 1000)).
         self.discrete_betas = self._discrete_betas()
         self.alphas_cumprod = torch.cumprod(1.0 - self.discrete_betas, dim=0)

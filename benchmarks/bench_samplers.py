@@ -1,0 +1,118 @@
+"""Samplers on exact Gaussian-mixture scores: NFE, wall time and distance to the true distribution.
+
+Every error left is the sampler's own (the score is exact), so the table compares algorithms.
+Metrics (as in ../shared/peer/README.md, so rows can sit beside the official code's):
+  * NLL gap: mean of -log p_0 over the samples minus the entropy H(p_0), in nats (0 for exact
+    samples; > 0 too spread, < 0 too concentrated).
+  * SW2: sliced Wasserstein-2 distance to as many fresh true samples (512 random directions).
+
+Usage:
+    python benchmarks/bench_samplers.py --mixtures ../shared/peer/mixtures.npz --case image \
+        --rows peer --threads 1
+    python benchmarks/bench_samplers.py --case two_d --rows "pc:N=100,ddim:N=20:schedule=logsnr"
+
+A row is `method[:key=value]*` with sample() options; `--rows peer` runs the rows of the peer
+table, `--rows fast` DDIM / ODE at small NFE.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from sde_lib import VESDE, VPSDE, GaussianMixture, subVPSDE  # noqa: E402
+from sde_lib.sampling import sample  # noqa: E402
+
+SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
+
+PEER_ROWS = {
+    "two_d": [
+        "vp/pc:N=1000", "vp/pc:N=100",
+        "vp/pc:predictor=euler_maruyama:corrector=none:N=1000",
+        "vp/pc:predictor=euler_maruyama:corrector=none:N=100",
+        "vp/ode", "subvp/ode", "ve/ode",
+    ],
+    "image": [
+        "vp/pc:N=1000", "vp/pc:N=100",
+        "vp/pc:predictor=euler_maruyama:corrector=none:N=1000",
+        "vp/pc:predictor=euler_maruyama:corrector=none:N=100",
+        "vp/ddpm:N=1000", "vp/ddpm:N=100",
+        "vp/ode", "subvp/ode", "ve/ode",
+        "ve/pc:N=1000", "ve/pc:N=100",
+        "subvp/pc:N=1000", "subvp/pc:N=100",
+    ],
+}
+FAST_ROWS = [f"vp/ddim:N={n}" for n in (10, 15, 20, 25, 35, 50)] + [
+    f"vp/ode:solver=heun:N={n}:schedule=logsnr" for n in (5, 10, 25)
+]
+
+
+def parse_value(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"True": True, "False": False, "None": None}.get(v, v)
+
+
+def parse_row(row: str):
+    sde_name, rest = row.split("/", 1) if "/" in row else ("vp", row)
+    method, *pairs = rest.split(":")
+    options = dict(p.split("=", 1) for p in pairs)
+    return sde_name, method, {k: parse_value(v) for k, v in options.items()}
+
+
+def sliced_w2(a, b, dirs):
+    pa = torch.sort(a.reshape(len(a), -1).double() @ dirs.T, 0).values
+    pb = torch.sort(b.reshape(len(b), -1).double() @ dirs.T, 0).values
+    return math.sqrt(((pa - pb) ** 2).mean().item())
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mixtures", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "peer", "mixtures.npz"))
+    p.add_argument("--case", choices=["two_d", "image"], default="two_d")
+    p.add_argument("--rows", default="peer", help="'peer', 'fast' or comma-separated rows sde/method:k=v")
+    p.add_argument("--n", type=int, default=None, help="samples (default 4000 in 2-D, 2000 in 192-D)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+
+    gm = GaussianMixture.from_npz(args.mixtures, args.case)
+    n = args.n or (4000 if args.case == "two_d" else 2000)
+    H, H_se = gm.entropy(n=200_000)
+    g = torch.Generator().manual_seed(1234)
+    dirs = torch.randn(512, gm.dim, generator=g, dtype=torch.float64)
+    dirs /= dirs.norm(dim=1, keepdim=True)
+    truth = gm.sample(n, generator=g, dtype=torch.float64)
+    floor_gap = (-gm.log_prob(gm.sample(n, generator=g, dtype=torch.float64))).mean().item() - H
+    floor_sw = sliced_w2(gm.sample(n, generator=g, dtype=torch.float64), truth, dirs)
+    rows = {"peer": PEER_ROWS[args.case], "fast": FAST_ROWS}.get(args.rows, args.rows.split(","))
+
+    print(f"# case {args.case}: d={gm.dim}, n={n}, H(p_0)={H:.3f} +- {H_se:.3f} nats; "
+          f"floor (fresh true samples): NLL gap {floor_gap:+.2f}, SW2 {floor_sw:.4f}")
+    print("| SDE | method | options | NFE | wall (s) | NLL gap (nats) | SW2 |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        sde_name, method, options = parse_row(row)
+        sde = SDES[sde_name]()
+        t0 = time.perf_counter()
+        x, nfe = sample(sde, gm.score_fn(sde), (n, *gm.event_shape), method=method,
+                        generator=torch.Generator().manual_seed(args.seed), **options)
+        wall = time.perf_counter() - t0
+        gap = (-gm.log_prob(x)).mean().item() - H
+        sw = sliced_w2(x, truth, dirs)
+        opts = " ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+        print(f"| {sde_name} | {method} | {opts} | {nfe} | {wall:.1f} | {gap:+.2f} | {sw:.4f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
