@@ -55,10 +55,12 @@ def check_positive(name: str, value) -> float:
     return float(value)
 
 
-def check_end_time(eps, T: float, name: str = "eps") -> float:
-    """The end time of a reverse-time integration must lie in (0, T)."""
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not (0.0 < eps < T):
-        raise ValueError(f"{name}={eps!r}: expected a number in the open interval (0, T={T})")
+def check_end_time(eps, T: float, name: str = "eps", allow_zero: bool = False) -> float:
+    """The end time of a reverse-time integration must lie in (0, T) ([0, T) if allow_zero)."""
+    ok = isinstance(eps, (int, float)) and not isinstance(eps, bool)
+    if not ok or not ((0.0 <= eps if allow_zero else 0.0 < eps) and eps < T):
+        interval = "[0, T" if allow_zero else "(0, T"
+        raise ValueError(f"{name}={eps!r}: expected a number in the interval {interval}={T})")
     return float(eps)
 
 
