@@ -1,0 +1,1 @@
+"""Score networks: DDPM, NCSN++/DDPM++ and a residual MLP for toy data; official import."""
