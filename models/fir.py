@@ -42,12 +42,11 @@ def fir_kernel_2d(taps: Sequence[float]) -> torch.Tensor:
     taps = [float(t) for t in taps]
     if len(taps) < 2:
         raise ValueError(f"fir_kernel needs at least 2 taps, got {taps}; NCSN++ uses [1, 3, 3, 1].")
-    k = torch.tensor(taps, dtype=torch.float64)
-    k = torch.outer(k, k)
-    total = k.sum()
+    total = sum(taps) ** 2
     if total == 0:
         raise ValueError(f"fir_kernel taps {taps} sum to zero; cannot normalise them.")
-    return (k / total).to(torch.float32)
+    # Plain Python arithmetic (float64), so that this also works under a meta-device context.
+    return torch.tensor([[a * b / total for b in taps] for a in taps], dtype=torch.float32)
 
 
 def _depthwise(kernel: torch.Tensor, channels: int, like: torch.Tensor) -> torch.Tensor:
