@@ -327,7 +327,7 @@ class AttnBlock(nn.Module):
         out = torch.matmul(torch.bmm(weights, v), self.proj_out.weight) + self.proj_out.bias
         out = out.reshape(b, height, width, c).permute(0, 3, 1, 2)
         if self.skip_rescale:
-            return (x + out) / math.sqrt(2.0)
+            return (x + out).div_(math.sqrt(2.0))
         return x + out
 
 
@@ -400,13 +400,13 @@ class ResBlock(nn.Module):
             h, x = _downsample(h, self.fir_kernel), _downsample(x, self.fir_kernel)
         h = self.conv1(h)
         if self.temb_proj is not None and temb is not None:
-            h = h + self.temb_proj(self.act(temb))[:, :, None, None]
+            h.add_(self.temb_proj(self.act(temb))[:, :, None, None])  # conv1 output: safe in place
         h = self.dropout(self.act(self.norm2(h)))
         h = self.conv2(h)
         if self.shortcut is not None:
             x = self.shortcut(x)
         if self.skip_rescale:
-            return (x + h) / math.sqrt(2.0)
+            return (x + h).div_(math.sqrt(2.0))
         return x + h
 
 

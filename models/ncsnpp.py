@@ -277,4 +277,4 @@ class NCSNpp(nn.Module):
         return h
 
     def _rescaled_sum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (a + b) / math.sqrt(2.0) if self.skip_rescale else a + b
+        return (a + b).div_(math.sqrt(2.0)) if self.skip_rescale else a + b
