@@ -9,7 +9,8 @@ Example:
     python benchmarks/bench_models.py --device cuda --dtype bf16 --compile --channels-last
 
 `--toy` instead trains the default `mlp` on a 2-D Gaussian mixture and reports how close its
-epsilon prediction is to the exact one (a capacity check for the toy configs).
+epsilon prediction is to the exact one (a capacity check for the toy configs). `--fir` times our
+FIR resampling against the zero-insertion `upfirdn2d` formulation at the NCSN++ CIFAR-10 shapes.
 """
 import math
 import argparse
@@ -68,6 +69,8 @@ def parse_args(argv=None):
     parser.add_argument("--toy", action="store_true",
                         help="train the default mlp on a 6-component 2-D mixture instead")
     parser.add_argument("--toy-steps", type=int, default=3000)
+    parser.add_argument("--fir", action="store_true",
+                        help="time FIR resampling against the zero-insertion formulation instead")
     parser.add_argument("--worker", choices=sorted(NETWORKS), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -78,6 +81,11 @@ def _sync(device):
 
 
 def _median_time(fn, repeats, warmup, device):
+    """(median wall time, first warm-up wall time, median process CPU time), seconds.
+
+    On a shared CPU the wall time includes waiting for other processes; the process CPU time
+    (all threads) does not, and with one thread it is a steadier figure.
+    """
     first = None
     for i in range(warmup):
         start = time.perf_counter()
@@ -85,13 +93,14 @@ def _median_time(fn, repeats, warmup, device):
         _sync(device)
         if i == 0:
             first = time.perf_counter() - start
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), first
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), first, statistics.median(cpu)
 
 
 def _rss_mib():
@@ -128,9 +137,9 @@ def run_worker(args):
             model(x, labels)
 
     net.eval()
-    fwd, fwd_first = _median_time(forward, args.repeats, args.warmup, device)
+    fwd, fwd_first, fwd_cpu = _median_time(forward, args.repeats, args.warmup, device)
     result = dict(network=args.worker, title=title, params=params, forward_s=fwd,
-                  forward_first_s=fwd_first)
+                  forward_first_s=fwd_first, forward_cpu_s=fwd_cpu)
 
     if not args.skip_train:
         optimizer = torch.optim.Adam(net.parameters(), lr=2e-4)
@@ -146,8 +155,8 @@ def run_worker(args):
         net.train()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        step, step_first = _median_time(train_step, args.repeats, args.warmup, device)
-        result.update(train_step_s=step, train_first_s=step_first)
+        step, step_first, step_cpu = _median_time(train_step, args.repeats, args.warmup, device)
+        result.update(train_step_s=step, train_first_s=step_first, train_cpu_s=step_cpu)
     if device.type == "cuda":
         result["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     else:  # ru_maxrss is the process's high-water mark, in KiB on Linux
@@ -210,8 +219,47 @@ def toy_fit(steps: int, threads=None, seed: int = 0):
             print(f"| {t_value} | {rel.item():.4f} |")
 
 
+def _upfirdn2d_zero_insertion(x, kernel, up=1, down=1, pad=(0, 0)):
+    """upfirdn2d as the official CPU fallback computes it: insert zeros, pad, convolve every
+    channel with the flipped kernel, subsample."""
+    b, c, h, w = x.shape
+    y = x.reshape(b * c, 1, h, 1, w, 1)
+    y = torch.nn.functional.pad(y, [0, up - 1, 0, 0, 0, up - 1]).reshape(b * c, 1, h * up, w * up)
+    y = torch.nn.functional.pad(y, [pad[0], pad[1], pad[0], pad[1]])
+    y = torch.nn.functional.conv2d(y, torch.flip(kernel, (0, 1))[None, None])[:, :, ::down, ::down]
+    return y.reshape(b, c, y.shape[-2], y.shape[-1])
+
+
+def fir_micro(args):
+    """Median time of FIR up/down-sampling (forward + backward) at the NCSN++ CIFAR-10 shapes."""
+    from models import fir
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kernel = fir.fir_kernel_2d((1, 3, 3, 1))
+    ours = {"down": fir.downsample_2d, "up": fir.upsample_2d}
+    reference = {"down": lambda x, k: _upfirdn2d_zero_insertion(x, k, down=2, pad=(1, 1)),
+                 "up": lambda x, k: _upfirdn2d_zero_insertion(x, 4 * k, up=2, pad=(2, 1))}
+    print("| op | input | ours fwd+bwd CPU (ms) | zero-insertion fwd+bwd CPU (ms) | max abs diff |")
+    print("|---|---|---|---|---|")
+    for op, shape in [("down", (args.batch_size, 128, 32, 32)),
+                      ("down", (args.batch_size, 256, 16, 16)),
+                      ("up", (args.batch_size, 256, 8, 8)), ("up", (args.batch_size, 256, 16, 16))]:
+        x = torch.randn(*shape, requires_grad=True)
+        times = {}
+        for impl, fn in (("ours", ours[op]), ("ref", reference[op])):
+            def step():
+                fn(x, kernel).sum().backward()
+            times[impl] = _median_time(step, args.repeats, args.warmup, torch.device("cpu"))[2]
+        diff = (ours[op](x, kernel) - reference[op](x, kernel)).abs().max().item()
+        print(f"| {op} | {tuple(shape)} | {times['ours'] * 1e3:.1f} | {times['ref'] * 1e3:.1f} "
+              f"| {diff:.1e} |")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.fir:
+        fir_micro(args)
+        return
     if args.toy:
         toy_fit(args.toy_steps, args.threads)
         return
@@ -225,21 +273,25 @@ def main(argv=None):
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    memory = "peak CUDA alloc (MiB)" if args.device.startswith("cuda") else "peak RSS increase (MiB)"
+    cuda = args.device.startswith("cuda")
+    memory = "peak CUDA alloc (MiB)" if cuda else "peak RSS increase (MiB)"
     threads = args.threads or torch.get_num_threads()
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; torch {torch.__version__}; "
           f"{platform.processor() or platform.machine()}; device {args.device}, {threads} threads, "
           f"batch {args.batch_size}, {args.image_size}x{args.image_size}, {args.dtype}, "
           f"compile={args.compile}, channels_last={args.channels_last}, "
           f"median of {args.repeats}; load average {os.getloadavg()[0]:.2f}")
-    header = ["network", "params", "forward (s)", "train step (s)", memory]
+    header = ["network", "params", "forward (s)", "train step (s)", "forward CPU (s)",
+              "train step CPU (s)", memory]
     if args.compile:
         header += ["first forward (s)", "first train step (s)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
+        train = "train_step_s" in r
         cells = [r["title"], f"{r['params']:,}", f"{r['forward_s']:.3f}",
-                 f"{r['train_step_s']:.3f}" if "train_step_s" in r else "-", f"{r['peak_mib']:.0f}"]
+                 f"{r['train_step_s']:.3f}" if train else "-", f"{r['forward_cpu_s']:.3f}",
+                 f"{r['train_cpu_s']:.3f}" if train else "-", f"{r['peak_mib']:.0f}"]
         if args.compile:
             cells += [f"{r['forward_first_s']:.1f}",
                       f"{r['train_first_s']:.1f}" if "train_first_s" in r else "-"]

@@ -90,7 +90,8 @@ class NCSNpp(nn.Module):
         check_choice("normalization", normalization, ("groupnorm",))
         check_choice("attention_type", attention_type, ("ddpm",))
         if conv_size != 3:
-            raise ValueError(f"conv_size={conv_size} is not supported; NCSN++ uses 3x3 convolutions.")
+            raise ValueError(
+                f"conv_size={conv_size} is not supported; NCSN++ uses 3x3 convolutions.")
         if nf < 4 or num_res_blocks < 1 or num_classes < 0 or not 0 <= dropout < 1:
             raise ValueError(
                 f"Need nf >= 4, num_res_blocks >= 1, num_classes >= 0 and 0 <= dropout < 1; got "

@@ -35,7 +35,7 @@ SCALE_BY_SIGMA_MODES = ("none", "labels", "index")
 
 
 def official_sigmas(sigma_min: float, sigma_max: float, num_scales: int) -> torch.Tensor:
-    """The official `get_sigmas`: geometric noise levels from sigma_max down to sigma_min (float64)."""
+    """The official `get_sigmas`: geometric noise levels from sigma_max to sigma_min, float64."""
     return torch.from_numpy(
         np.exp(np.linspace(np.log(sigma_max), np.log(sigma_min), num_scales)))
 
@@ -71,11 +71,16 @@ class OfficialScoreModel(nn.Module):
         self.scale_by_sigma = scale_by_sigma
         self.register_buffer("sigmas", sigmas.to(torch.float64))
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) data in the official range, (B,) official labels -> (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, labels: torch.Tensor,
+                y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C, H, W) data in the official range, (B,) official labels -> (B, C, H, W).
+
+        `y` exists for the common network interface; official networks have no classes, so it
+        must be None.
+        """
         if not self.centered:
             x = 2 * x - 1.0
-        h = self.net(x, labels)
+        h = self.net(x, labels, y)
         if self.scale_by_sigma == "labels":
             h = h / per_example(labels, h)
         elif self.scale_by_sigma == "index":
