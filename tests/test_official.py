@@ -122,6 +122,23 @@ def test_full_size_networks_match_official_structure(name, full_size):
     net.load_state_dict(convert_official_state_dict(fake, net), strict=True, assign=True)
 
 
+@pytest.mark.parametrize("options", [
+    dict(resblock_type="ddpm", fir=True, progressive="residual", progressive_input="input_skip",
+         progressive_combine="cat"),
+    dict(resblock_type="ddpm", fir=False, progressive="output_skip",
+         progressive_input="residual", resamp_with_conv=False),
+    dict(resblock_type="biggan", fir=False, progressive="residual", progressive_input="none",
+         embedding_type="positional"),
+])
+def test_key_map_is_a_bijection_for_other_ncsnpp_variants(options):
+    net = NCSNpp(image_size=16, nf=16, ch_mult=(1, 2, 2), num_res_blocks=1,
+                 attn_resolutions=(8,), **options)
+    key_map = official_key_map(net)
+    ours = [v for v in key_map.values() if v is not None]
+    assert sorted(ours) == sorted(net.state_dict())
+    assert all(k.startswith("all_modules.") for k in key_map if k != "sigmas")
+
+
 # ---------------------------------------------------------------------------------------------
 # Errors
 # ---------------------------------------------------------------------------------------------
