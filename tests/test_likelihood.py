@@ -20,15 +20,6 @@ SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
 EPS = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread (2 threads on a shared 2-core machine: 30x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _mixture(shape, n_components=3, seed=0):
     dim = math.prod(shape)
     base = GaussianMixture.random(dim=dim, n_components=n_components, seed=seed, scale=1.0)

@@ -8,15 +8,6 @@ from models import DDPM, MODELS, NCSNpp, ScoreMLP, build_model, fir, model_optio
 TINY_UNET = dict(image_size=16, nf=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks run faster and steadier on one intra-op thread on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _labels_for(net, batch):
     """Valid labels: sigmas for Fourier-embedding networks, t*999 otherwise."""
     fourier = getattr(getattr(net, "time_embed", None), "fourier", None) is not None

@@ -17,16 +17,6 @@ F64 = torch.float64
 SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread. With 2 threads on a shared, oversubscribed 2-core
-    machine, these tests ran 30x slower (measured)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------
 # Linear test problems with exact solutions
 

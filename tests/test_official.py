@@ -1,7 +1,9 @@
 """Import of official score_sde_pytorch networks and checkpoints, against reference fixtures.
 
-Fixtures (see their README.md): official checkpoints of small networks with their outputs, and
-the full-size official state-dict keys/shapes. Set SCORE_SDE_OFFICIAL_FIXTURES to move them.
+Fixtures (see their README.md): official checkpoints of small networks with their outputs, read
+from ../shared/fixtures/official beside the checkout (set SCORE_SDE_OFFICIAL_FIXTURES to move them;
+25 MB, so not in the repository), and the full-size official state-dict keys/shapes, copied into
+tests/data/ (made by score_sde_pytorch commit cb1f359, see that README).
 """
 import json
 import math
@@ -15,7 +17,9 @@ from models import (DDPM, NCSNpp, OfficialScoreModel, ScoreMLP, build_from_offic
                     load_checkpoint, official_key_map)
 from models.official import convert_official_state_dict
 
-FIXTURES = Path(os.environ.get("SCORE_SDE_OFFICIAL_FIXTURES", "/work/shared/fixtures/official"))
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(os.environ.get("SCORE_SDE_OFFICIAL_FIXTURES", REPO.parent / "shared" / "fixtures" / "official"))
+FULL_SIZE_JSON = REPO / "tests" / "data" / "official_full_size_state_dicts.json"
 CASES = ["ddpmpp_vp", "ncsnpp_ve", "ncsnpp_skip", "ddpm_vp"]
 FULL_SIZE = ["ddpmpp_cont", "ddpmpp_deep_cont", "ncsnpp_cont", "ncsnpp_deep_cont", "ddpm_cont",
              "ncsnpp_celebahq256"]
@@ -29,22 +33,13 @@ needs_fixtures = pytest.mark.skipif(
     reason=f"official fixtures not found at {FIXTURES} (set SCORE_SDE_OFFICIAL_FIXTURES)")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks run faster and steadier on one intra-op thread on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(name):
     return json.loads((FIXTURES / f"{name}.json").read_text())["config"]
 
 
 @pytest.fixture(scope="module")
 def full_size():
-    return json.loads((FIXTURES / "full_size_state_dicts.json").read_text())
+    return json.loads(FULL_SIZE_JSON.read_text())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,7 +91,6 @@ def test_bare_network_imports_without_the_wrapper():
 # Full-size structure (meta device: nothing is allocated)
 # ---------------------------------------------------------------------------------------------
 
-@needs_fixtures
 @pytest.mark.parametrize("name", FULL_SIZE)
 def test_full_size_networks_match_official_structure(name, full_size):
     entry = full_size[name]
