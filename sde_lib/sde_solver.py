@@ -72,17 +72,24 @@ def torchsde_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, pr
 
 
     check_choice("solver", solver, SOLVERS)
-    dt = (sde.T - eps) / N if dt is None else check_positive("dt", dt)
+    if dt is not None:
+        check_positive("dt", dt)
     B, data_shape = x.shape[0], tuple(x.shape[1:])
     entropy = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
-    ts = torch.tensor([0.0, sde.T - eps], dtype=x.dtype, device=x.device)
+    # Output times one step apart and dt a hair longer, so that a fixed-step solver takes exactly
+    # N steps (torchsde would otherwise add a sliver of a step where N dt rounds below the span).
+    # torchsde also evaluates the drift once before integrating to check shapes: nfe = N + 2.
+    n_out = N if dt is None and not adaptive else 1
+    dt = (sde.T - eps) / N if dt is None else dt
+    ts = torch.linspace(0.0, sde.T - eps, n_out + 1, dtype=x.dtype, device=x.device)
     span = float(ts[-1])  # in x's precision, so that the Brownian interval covers ts exactly
+    levy = "space-time" if solver == "srk" else "none"  # SRK needs space-time Levy area
     bm = torchsde.BrownianInterval(t0=0.0, t1=span, size=(B, x[0].numel()), dtype=x.dtype,
-                                   device=x.device, entropy=entropy)
+                                   device=x.device, entropy=entropy, levy_area_approximation=levy)
     bar = tqdm(total=round(span, 4), desc="torchsde", disable=not progress, leave=False)
     rev = _ReverseTimeSDE(sde, score_fn, data_shape, SOLVERS[solver], bar if progress else None)
-    ys = torchsde.sdeint(rev, x.reshape(B, -1), ts, method=solver, dt=dt, bm=bm, adaptive=adaptive,
-                         rtol=rtol, atol=atol)
+    ys = torchsde.sdeint(rev, x.reshape(B, -1), ts, method=solver, dt=dt * (1 + 1e-4), bm=bm,
+                         adaptive=adaptive, rtol=rtol, atol=atol)
     bar.close()
     x = ys[-1].reshape(B, *data_shape)
     t = torch.full((B,), eps, dtype=x.dtype, device=x.device)

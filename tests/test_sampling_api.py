@@ -134,3 +134,13 @@ def test_bad_arguments_raise_before_work(kwargs, match):
 def test_bad_shape_raises():
     with pytest.raises(ValueError, match="shape"):
         sample(VPSDE(), _quadratic_score, (3,))
+
+
+@pytest.mark.parametrize("solver, per_step", [("euler", 1), ("milstein", 1), ("heun", 2), ("srk", None)])
+def test_torchsde_solvers_run_and_count(solver, per_step):
+    sde = VPSDE()
+    x, nfe = sample(sde, _quadratic_score, (4, 2), method="sde_solver", solver=solver, N=50,
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    if per_step is not None:  # N steps, torchsde's one shape check, and the final step to t = 0
+        assert nfe == 50 * per_step + 2
