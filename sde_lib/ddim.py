@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .predictors import reverse_sde_final_step
-from .sampling import steps, time_grid, time_points
+from .sampling import steps, time_points
 from .utils import batch_broadcast, randn_like
 
 Tensor = torch.Tensor
@@ -23,17 +23,13 @@ def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progre
 
     Grid: `schedule` (default "logsnr": with exact scores on the 3x8x8 mixture, VP, N = 100, the
     NLL gap is -4 nats against -31 for the uniform grid). N - 1 DDIM steps over the N times from
-    T to eps, then a last step to t = 0: denoise="pf" a probability-flow Euler step, "mean" a DDIM step (for VP it returns Tweedie's
-    x0, which shrinks every direction of variance v by v / (v + std_eps^2 / alpha_eps^2), while
-    the probability-flow step is accurate to second order in that ratio). With denoise=False the
-    N DDIM steps end at eps.
+    T to eps, then the last step to zero noise (`predictors.reverse_sde_final_step`): "pf" along
+    the probability flow, "mean" Tweedie's x0 (what a DDIM step onto alpha = 1, std = 0 returns).
+    With denoise=False the N DDIM steps end at eps.
     """
     if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
         raise ValueError(f"eta={eta!r}: expected a number in [0, 1]")
-    if denoise == "mean":
-        grid = time_grid(sde, eps, N, schedule, x.device)
-    else:
-        grid = time_points(sde, eps, N + (denoise is False), schedule, x.device)
+    grid = time_points(sde, eps, N + (denoise is False), schedule, x.device)
     for t, t_next in steps(grid, x, progress, "DDIM"):
         alpha, std = sde.marginal_coeffs(t)
         alpha_next, std_next = sde.marginal_coeffs(t_next)
@@ -48,7 +44,7 @@ def ddim_sampler(sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progre
         )
         if eta > 0:
             x = x + batch_broadcast(sigma, x) * randn_like(x, generator)
-    if denoise == "pf":
+    if denoise:
         t = grid[-1].to(x.dtype).expand(x.shape[0])
-        x = reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), "pf")
+        x = reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), denoise, generator)
     return x

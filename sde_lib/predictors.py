@@ -35,14 +35,14 @@ class Predictor:
 
     def final_step(self, x: Tensor, t: Tensor, t_next: Tensor, denoise, generator=None) -> Tensor:
         """The last step (to t = 0): noisy (denoise=False), its noise-free mean ("mean", the
-        official denoising), or a step of the probability-flow ODE ("pf")."""
+        official denoising), or a noise-free step along the probability flow ("pf")."""
         if denoise == "pf":
             return self.probability_flow_step(x, t, t_next)
         x_next, x_mean = self.step(x, t, t_next, generator)
         return x_mean if denoise == "mean" else x_next
 
     def probability_flow_step(self, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        """Euler step of the probability-flow ODE (eq. 13) from t to t_next."""
+        """Noise-free last step along the probability flow (see `reverse_sde_final_step`)."""
         return reverse_sde_final_step(self.sde, self.score_fn, x, t, t_next, "pf")
 
 
@@ -54,6 +54,9 @@ class EulerMaruyamaPredictor(Predictor):
         drift, diffusion = self.rsde.sde(x, t)
         x_mean = x + drift * dt
         return x_mean + batch_broadcast(diffusion, x) * torch.sqrt(-dt) * randn_like(x, generator), x_mean
+
+    def final_step(self, x, t, t_next, denoise, generator=None):
+        return reverse_sde_final_step(self.sde, self.score_fn, x, t, t_next, denoise, generator)
 
 
 class ReverseDiffusionPredictor(Predictor):
@@ -106,25 +109,25 @@ class NonePredictor(Predictor):
 
 def reverse_sde_final_step(sde, score_fn, x: Tensor, t: Tensor, t_next: Tensor, denoise,
                            generator: Optional[torch.Generator] = None) -> Tensor:
-    """A last step from t to t_next (= 0) of a continuous-time sampler.
+    """The last step of a continuous-time sampler, from t = eps to t_next = 0.
 
-    denoise="pf": Euler step of the probability-flow ODE, x + [f - 1/2 g^2 s] dt. For a direction
-      of data variance v it maps the noise std(t)^2 away to second order in std^2 / v (about
-      x + 1/2 std^2 s, half of Tweedie's step), so it neither adds noise nor over-sharpens.
-    denoise="mean": the reverse-SDE Euler step without its noise, x + [f - g^2 s] dt, about
-      Tweedie's E[x_0 | x_t]: the official denoising, which shrinks that variance to
-      v^2 / (v + std^2).
-    denoise=False: the full Euler-Maruyama step, noise included.
+    With (alpha, std) the kernel at t and s the score there:
+      * denoise="pf": one Euler step of the probability-flow ODE written for y = x / alpha in the
+        variable std^2 / alpha^2, from std(eps) to zero noise: x_0 = (x + 1/2 std^2 s) / alpha. For
+        a direction of data variance v it scales the deviation by 1 - r / 2, r = std^2 / (v alpha^2
+        + std^2), where the exact flow scales it by sqrt(1 - r): right to second order in r. It
+        removes all the noise, for VE the sigma_min blur of the t = 0 kernel too.
+      * denoise="mean": Tweedie's E[x_0 | x_eps] = (x + std^2 s) / alpha, the official denoising;
+        it scales that deviation by 1 - r, leaving variance v^2 / (v + std^2 / alpha^2).
+      * denoise=False: an Euler-Maruyama step of the reverse SDE to t = 0, noise included.
     """
+    if denoise in ("pf", "mean"):
+        alpha, std = sde.marginal_coeffs(t)
+        weight = (0.5 if denoise == "pf" else 1.0) * std.square()
+        return (x + batch_broadcast(weight, x) * score_fn(x, t)) / batch_broadcast(alpha, x)
     dt = batch_broadcast(t_next - t, x)
-    if denoise == "pf":
-        drift, _ = sde.reverse(score_fn, probability_flow=True).sde(x, t)
-        return x + drift * dt
     drift, diffusion = sde.reverse(score_fn).sde(x, t)
-    x_mean = x + drift * dt
-    if denoise == "mean":
-        return x_mean
-    return x_mean + batch_broadcast(diffusion, x) * torch.sqrt(-dt) * randn_like(x, generator)
+    return x + drift * dt + batch_broadcast(diffusion, x) * torch.sqrt(-dt) * randn_like(x, generator)
 
 
 PREDICTORS = {

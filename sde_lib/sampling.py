@@ -19,11 +19,12 @@ Options every method shares:
              the time whose noise matches the chain's first level; it makes them converge as
              N grows (the fixed 1e-3 leaves an O(1e-3) floor) but, at N = 100 on the 3x8x8
              mixture, is far less accurate (see docs/sampling.md), so it is not the default.
-  denoise:   how the final step (from eps to t = 0) is taken: "pf", a noise-free step of the
-             probability-flow ODE (default; removes the noise std(eps) without over-sharpening);
-             "mean", the official denoising (the last step's mean, about Tweedie's E[x_0 | x_eps];
-             Algorithm 2's z = 0; the default of "ddpm" and "langevin"); False, a noisy step.
-             True means the method's default. See `predictors.reverse_sde_final_step`.
+  denoise:   how the final step (from eps to zero noise) is taken: "pf", a noise-free step along
+             the probability flow (default; removes the noise std(eps), for VE the sigma_min blur
+             too, without over-sharpening); "mean", the official denoising (about Tweedie's
+             E[x_0 | x_eps]; Algorithm 2's z = 0; the default of "ddpm" and "langevin"); False, a
+             noisy step to t = 0. True means the method's default. See
+             `predictors.reverse_sde_final_step`.
   N:         number of steps for the stepping methods (default: the SDE's N).
   generator: a torch.Generator for every random draw (prior and noise), for reproducibility.
   progress:  show a tqdm progress bar.
@@ -166,7 +167,7 @@ def langevin_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
     `n_steps_each` steps x <- x + a_i / 2 s(x, t_i) + sqrt(a_i) z with a_i = step_lr
     (sigma_i / sigma_L)^2, sigma_L = std(eps) (NCSN: step_lr = 2e-5 with sigma_L = 0.01). With
     `denoise="mean"` (default), a final Tweedie step x + sigma_L^2 s(x, eps) (Jolicoeur-Martineau
-    et al. 2021); "pf" takes half of it (the probability-flow step to sigma = 0).
+    et al. 2021; for VP divided by alpha); "pf" takes half of it (see `reverse_sde_final_step`).
     Any SDE works (for VP the levels are its marginals); VE is the NCSN setting.
     """
     check_positive_int("n_steps_each", n_steps_each)
@@ -181,7 +182,7 @@ def langevin_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
             x = x + 0.5 * a * score_fn(x, t) + math.sqrt(a) * randn_like(x, generator)
     if denoise:
         t = grid[-1].to(x.dtype).expand(B)
-        x = x + (1.0 if denoise == "mean" else 0.5) * sigmas[-1].item() ** 2 * score_fn(x, t)
+        x = predictors_lib.reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), denoise, generator)
     return x
 
 
