@@ -48,9 +48,7 @@ PEER_ROWS = {
         "subvp/pc:N=1000", "subvp/pc:N=100",
     ],
 }
-FAST_ROWS = [f"vp/ddim:N={n}" for n in (10, 15, 20, 25, 35, 50)] + [
-    f"vp/ode:solver=heun:N={n}:schedule=logsnr" for n in (5, 10, 25)
-]
+FAST_ROWS = [f"vp/{m}:N={n}" for m in ("dpm_solver", "ddim") for n in (10, 15, 20, 25, 35, 50)]
 
 
 def parse_value(v: str):

@@ -11,6 +11,8 @@ Methods (`METHODS`):
   * "sde_solver": the reverse-time SDE (eq. 6) solved by torchsde.
   * "ddpm":       Algorithm 2 of Ho et al. (2020): ancestral sampling down the SDE's chain.
   * "ddim":       DDIM (Song, Meng & Ermon 2021) with eta in [0, 1] and any number of steps.
+  * "dpm_solver": DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of the
+                  probability-flow ODE for few steps (10-50).
   * "langevin":   annealed Langevin dynamics over the noise levels (NCSN, Song & Ermon 2019).
 
 Options every method shares:
@@ -217,6 +219,12 @@ def _ddim(*args, **kwargs):
     return ddim_sampler(*args, **kwargs)
 
 
+def _dpm_solver(*args, **kwargs):
+    from .dpm_solver import dpm_solver_sampler
+
+    return dpm_solver_sampler(*args, **kwargs)
+
+
 def _sde_solver(*args, **kwargs):
     from .sde_solver import torchsde_sampler
 
@@ -230,6 +238,7 @@ METHODS = {
     "sde_solver": (_sde_solver, ("solver", "adaptive", "rtol", "atol", "dt"), "pf"),
     "ddpm": (ddpm_sampler, (), "mean"),
     "ddim": (_ddim, ("eta", "schedule"), "pf"),
+    "dpm_solver": (_dpm_solver, ("order", "schedule"), "pf"),
     "langevin": (langevin_sampler, ("n_steps_each", "step_lr", "schedule"), "mean"),
 }
 

@@ -50,6 +50,8 @@ def observed_order(errors, Ns):
     [
         ("ddim", dict(eta=0.0, schedule="uniform"), 1),
         ("ddim", dict(eta=0.0, schedule="logsnr"), 1),
+        ("dpm_solver", dict(order=1), 1),
+        ("dpm_solver", dict(order=2), 2),
         ("ode", dict(solver="euler"), 1),
         ("ode", dict(solver="heun"), 2),
         ("ode", dict(solver="rk4"), 4),
