@@ -87,8 +87,9 @@ def correlated_gaussian():
 
 
 def test_replacement_is_biased_on_correlated_data_and_repaint_and_smc_are_closer():
-    """Replacement conditions each step on the noisy known part only (for a Gaussian its sample
-    mean lands near 0.94, not 1.35); RePaint's resampling and SMC's weights recover most of it."""
+    """Predictor-only replacement (DDPM steps) conditions each step on the noisy known part only:
+    its mean lands near 0.94, not 1.35. RePaint's resampling and SMC's weights recover most of it
+    (so does the official corrector, Langevin with the known part held: see RESULTS_guidance.md)."""
     gm, sde, n = correlated_gaussian(), VPSDE(), 2000
     target = gm.conditional(torch.tensor([1]), torch.tensor([1.5]))
     x_known = torch.tensor([[0.0, 1.5]]).expand(n, 2)
@@ -156,9 +157,9 @@ def color_mixture() -> GaussianMixture:
 
 
 def test_colorization_keeps_the_grey_image_and_smc_is_closer_than_replacement():
-    """The grey level pins the chroma (the exact conditional variances are 3-10x below the
+    """The grey level pins the chroma (the exact conditional variances are 1.3-10x below the
     marginal ones): replacement's chroma moments are off by ~65 standard errors at n = 500, SMC's
-    with 8 particles by ~5 (16 particles: within the noise; see benchmarks/RESULTS_guidance.md)."""
+    with 8 particles by ~4 (benchmarks/RESULTS_guidance.md)."""
     gm, sde, n = color_mixture(), VPSDE(), 500
     x0 = gm.sample(1, torch.Generator().manual_seed(5))
     gray = x0.mean(1, keepdim=True)
