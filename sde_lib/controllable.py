@@ -175,6 +175,7 @@ def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, ge
         return grid[k].to(x.dtype).expand(B)
 
     k = 0
+    x = known.replace(x, at(0), generator)  # the official code starts from the clean known data
     for _ in tqdm(range(total), desc="inpainting", disable=not progress, leave=False):
         t, t_next = at(k), at(k + 1)
         x, _ = corrector_obj.correct(x, t, generator)
