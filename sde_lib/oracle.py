@@ -183,6 +183,108 @@ class GaussianMixture:
 
         return score_fn
 
+    def labelled_score_fn(self, sde, null_label: int = -1) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """An exact score_fn_y(x, t, y) with per-example labels, as a class-conditional network has.
+
+        Components are the classes: label k gives grad log p_t(x | k); `null_label` gives the
+        unconditional grad log p_t(x) (the "null token" of classifier-free guidance).
+        """
+
+        def score_fn_y(x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+            y = torch.as_tensor(y, device=x.device).long().expand(x.shape[0])
+            null = y == null_label
+            if (~null & ((y < 0) | (y >= self.n_components))).any():
+                raise ValueError(f"labels must be in [0, {self.n_components}) or null_label={null_label}")
+            log_wn, comp_scores = self._components(x, sde, t)
+            resp = torch.softmax(log_wn, dim=1)
+            onehot = torch.nn.functional.one_hot(y.clamp(0, self.n_components - 1), self.n_components)
+            weights = torch.where(null[:, None], resp, onehot.to(resp.dtype))
+            s = torch.einsum("bk,bkd->bd", weights, comp_scores)
+            return s.reshape(x.shape).to(device=x.device, dtype=x.dtype)
+
+        return score_fn_y
+
+    @staticmethod
+    def split_indices(known, d: int) -> Tuple[Tensor, Tensor]:
+        """(known, unknown) coordinate indices (ascending, LongTensor) from a mask of d entries
+        (bool or float, or any tensor of the event shape; 1 = known) or a 1-D integer tensor of
+        known indices."""
+        known = torch.as_tensor(known)
+        if known.dtype == torch.bool or known.is_floating_point() or known.ndim > 1:
+            flat = known.reshape(-1)
+            if flat.numel() != d:
+                raise ValueError(f"the known mask has {flat.numel()} entries; the mixture has d={d}")
+            if not bool(((flat == 0) | (flat == 1)).all()):
+                raise ValueError("the known mask must hold only 0/1 (False/True)")
+            is_known = flat.bool()
+        else:
+            idx = known.reshape(-1).long()
+            if idx.numel() and (idx.min() < 0 or idx.max() >= d):
+                raise ValueError(f"known indices must lie in [0, {d})")
+            is_known = torch.zeros(d, dtype=torch.bool)
+            is_known[idx] = True
+        all_idx = torch.arange(d)
+        return all_idx[is_known], all_idx[~is_known]
+
+    def conditional(self, known, x_known) -> "GaussianMixture":
+        """The exact conditional p_0(x_u | x_k = x_known) over the unknown coordinates x_u.
+
+        Each component conditions as a Gaussian and the weights become posterior weights:
+            w_k' ~ w_k N(x_known; mu_k,k, Sigma_k,kk),
+            mu_k' = mu_k,u + Sigma_k,uk Sigma_k,kk^-1 (x_known - mu_k,k),
+            Sigma_k' = Sigma_k,uu - Sigma_k,uk Sigma_k,kk^-1 Sigma_k,ku.
+        To condition p_t, call it on `marginal(sde, t)`.
+
+        Args:
+          known: boolean mask of the d coordinates (any shape with d entries, True = known), or
+            a 1-D tensor of known indices (see `split_indices`).
+          x_known: the known values in ascending index order, (n_known,); or one full example
+            (d entries, any shape) whose known coordinates are read.
+
+        Returns:
+          A GaussianMixture over the unknown coordinates (ascending index order), event shape
+          (d_u,), float64.
+        """
+        k_idx, u_idx = self.split_indices(known, self.dim)
+        if len(u_idx) == 0 or len(k_idx) == 0:
+            raise ValueError("conditioning needs at least one known and one unknown coordinate")
+        y = torch.as_tensor(x_known, dtype=torch.float64).reshape(-1)
+        if y.numel() == self.dim:
+            y = y[k_idx]
+        elif y.numel() != len(k_idx):
+            raise ValueError(f"x_known has {y.numel()} values; expected {len(k_idx)} (known) or {self.dim} (full)")
+        mu_k, mu_u = self.means[:, k_idx], self.means[:, u_idx]
+        S_kk = self.covs[:, k_idx][:, :, k_idx]
+        S_uk = self.covs[:, u_idx][:, :, k_idx]
+        S_uu = self.covs[:, u_idx][:, :, u_idx]
+        L = torch.linalg.cholesky(S_kk)
+        dev = (y[None] - mu_k)[..., None]  # (K, n_k, 1)
+        white = torch.linalg.solve_triangular(L, dev, upper=False)  # L^-1 (y - mu_k)
+        log_n = (-0.5 * white.square().sum((1, 2)) - torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(1)
+                 - 0.5 * len(k_idx) * math.log(2 * math.pi))
+        log_w = torch.log(self.weights) + log_n
+        gain = torch.cholesky_solve(S_uk.transpose(1, 2), L).transpose(1, 2)  # S_uk S_kk^-1
+        means = mu_u + (gain @ dev)[..., 0]
+        covs = S_uu - gain @ S_uk.transpose(1, 2)
+        weights = torch.softmax(log_w, dim=0)
+        keep = weights > 0  # components with underflowing posterior weight drop out
+        return GaussianMixture(weights[keep], means[keep], covs[keep])
+
+    def linear_map(self, A, event_shape: Optional[Sequence[int]] = None) -> "GaussianMixture":
+        """The law of A x for x ~ p_0: means A mu_k, covariances A Sigma_k A^T.
+
+        Args:
+          A: (d', d) of full row rank (e.g. an orthogonal change of basis).
+          event_shape: of the mapped samples; default (d',) or this event shape when d' = d.
+        """
+        A = torch.as_tensor(np.asarray(A), dtype=torch.float64)
+        if A.ndim != 2 or A.shape[1] != self.dim:
+            raise ValueError(f"A has shape {tuple(A.shape)}; expected (d', {self.dim})")
+        if event_shape is None and A.shape[0] == self.dim:
+            event_shape = self.event_shape
+        covs = A @ self.covs @ A.T
+        return GaussianMixture(self.weights, self.means @ A.T, covs, event_shape)
+
     def marginal(self, sde, t: float) -> "GaussianMixture":
         """p_t as a GaussianMixture at one time t (float)."""
         alpha, std = sde.marginal_coeffs(torch.tensor([float(t)], dtype=torch.float64))
