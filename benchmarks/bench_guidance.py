@@ -64,7 +64,7 @@ def section_guidance(args):
         dirs = random_directions(gm.dim)
         for sde_name, sde_cls in SDES.items():
             sde = sde_cls()
-            mixture0 = gm.marginal(sde, 0.0)
+            mixture0 = gm
             target = component(mixture0, y)
             truth = draw(target, n, 12)
             floor, floor_sd = noise_floor(target, n, dirs)
@@ -206,7 +206,7 @@ def section_inpaint(args):
     for case, (gm, y1) in cases.items():
         for sde_name in args.sdes:
             sde = SDES[sde_name]()
-            target = gm.marginal(sde, 0.0).conditional(torch.tensor([1]), torch.tensor([y1]))
+            target = gm.conditional(torch.tensor([1]), torch.tensor([y1]))
             truth = target.sample(n, torch.Generator().manual_seed(5), dtype=torch.float64)[:, 0]
             entropy = -target.log_prob(target.sample(200_000, torch.Generator().manual_seed(6),
                                                      dtype=torch.float64)).mean().item()
@@ -257,7 +257,7 @@ def section_inpaint(args):
         y = gm.sample(1, torch.Generator().manual_seed(3))
         for sde_name in args.sdes_image:
             sde = SDES[sde_name]()
-            target = gm.marginal(sde, 0.0).conditional(mask, y)
+            target = gm.conditional(mask, y)
             truth = target.sample(n, torch.Generator().manual_seed(5), dtype=torch.float64)
             dirs = random_directions(target.dim)
             floors = [sliced_w2(target.sample(n, torch.Generator().manual_seed(100 + r), dtype=torch.float64), truth, dirs)
@@ -305,7 +305,7 @@ def section_colorize(args):
         gray = x0.mean(1, keepdim=True)
         for sde_name in args.sdes_image:
             sde = SDES[sde_name]()
-            target = gm.marginal(sde, 0.0).linear_map(Q).conditional(known, decouple(x0.double()))
+            target = gm.linear_map(Q).conditional(known, decouple(x0.double()))
             truth = target.sample(n, torch.Generator().manual_seed(7), dtype=torch.float64)
             dirs = random_directions(target.dim)
             floors = [sliced_w2(target.sample(n, torch.Generator().manual_seed(100 + r), dtype=torch.float64), truth, dirs)

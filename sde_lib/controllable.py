@@ -58,7 +58,8 @@ from tqdm.auto import tqdm
 
 from . import correctors as correctors_lib
 from . import predictors as predictors_lib
-from .sampling import probability_flow_step, sample, time_grid, time_points
+from .predictors import reverse_sde_final_step
+from .sampling import DENOISE, sample, time_grid, time_points
 from .score import CountingScore
 from .utils import (batch_broadcast, check_choice, check_end_time, check_finite, check_positive,
                     check_positive_int, flat_sum, randn_like)
@@ -141,11 +142,11 @@ def renoise(sde, x: Tensor, t: Tensor, t_later: Tensor, generator: Optional[torc
 def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generator, progress,
               predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: float = 0.16,
               n_steps: int = 1, probability_flow: bool = False, step_size_rule: str = "batch",
-              schedule: str = "uniform", jump: int = 10, resample: int = 1) -> Tensor:
+              schedule: Optional[str] = None, jump: int = 10, resample: int = 1) -> Tensor:
     """PC steps with replacement after every update; RePaint jumps when resample > 1.
 
-    As `sampling.pc_sampler`: corrector at t_k, then predictor to t_{k+1}; with `denoise` the last
-    step is noise-free. The known part is replaced at the time the state is at after each update
+    As `sampling.pc_sampler`: corrector at t_k, then predictor to t_{k+1}; the last step as
+    `denoise` says (`Predictor.final_step`). The known part is replaced at the time the state is at after each update
     (the official code replaces with time t_k after the predictor step too, one step behind).
 
     RePaint schedule: after reaching grid index k = jump, 2 jump, ... (up to N, i.e. t = 0), the
@@ -156,7 +157,9 @@ def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, ge
     check_choice("corrector", corrector, correctors_lib.CORRECTORS)
     if corrector != "none":
         check_positive("snr", snr)
-    if schedule != "uniform" and predictor in ("reverse_diffusion", "ancestral_sampling"):
+    chain_based = predictors_lib.PREDICTORS[predictor].chain_based
+    schedule = schedule or ("uniform" if chain_based else "logsnr")
+    if schedule != "uniform" and chain_based:
         raise ValueError(f"schedule={schedule!r}: predictor={predictor!r} walks the SDE's uniform chain of"
                          " N levels; use schedule='uniform' or predictor='euler_maruyama'")
     jump, resample = check_positive_int("jump", jump), check_positive_int("resample", resample)
@@ -165,7 +168,6 @@ def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, ge
     kwargs = {"step_size_rule": step_size_rule} if corrector == "langevin" else {}
     n_steps = check_positive_int("n_steps", n_steps)
     corrector_obj = correctors_lib.CORRECTORS[corrector](sde, score_fn, snr=snr, n_steps=n_steps, **kwargs)
-    pf_last = denoise and not predictor_obj.chain_based and predictor != "none"
     grid = time_grid(sde, eps, N, schedule, x.device)
     jumps_left = {k: resample - 1 for k in range(jump, N + 1, jump)} if resample > 1 else {}
     total = N + sum(jumps_left.values()) * jump
@@ -180,11 +182,10 @@ def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, ge
         t, t_next = at(k), at(k + 1)
         x, _ = corrector_obj.correct(x, t, generator)
         x = known.replace(x, t, generator)
-        if pf_last and k == N - 1:
-            x = probability_flow_step(sde, score_fn, x, t, t_next)
+        if k == N - 1:
+            x = predictor_obj.final_step(x, t, t_next, denoise, generator)
         else:
-            x, x_mean = predictor_obj.step(x, t, t_next, generator)
-            x = x_mean if denoise and k == N - 1 else x
+            x, _ = predictor_obj.step(x, t, t_next, generator)
         x = known.replace(x, t_next, generator)
         k += 1
         if jumps_left.get(k, 0) > 0:  # RePaint: diffuse back over the last `jump` steps
@@ -236,7 +237,7 @@ def posterior_step(sde, x: Tensor, t: Tensor, t_next: Tensor, score: Tensor) -> 
 def _smc(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generator, progress,
          particles: int = 16, ess_threshold: float = 0.5, schedule: str = "logsnr") -> Tensor:
     """SMCDiff (Trippe et al. 2023) with DDPM posterior steps on the N times of `schedule` from T
-    to eps; with `denoise` a final probability-flow Euler step to 0 (N score calls in all)."""
+    to eps; with `denoise` a final noise-free step to zero noise (N score calls in all)."""
     P = check_positive_int("particles", particles)
     if isinstance(ess_threshold, bool) or not (isinstance(ess_threshold, (int, float)) and 0.0 <= ess_threshold <= 1.0):
         raise ValueError(f"ess_threshold={ess_threshold!r}: expected a number in [0, 1]")
@@ -282,7 +283,7 @@ def _smc(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generat
     if denoise:
         x = torch.where(known.mask, path[-1], x)
         t = vec(-1, B)
-        x = probability_flow_step(sde, score_fn, x, t, torch.zeros_like(t))
+        x = reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), denoise, generator)
     return x
 
 
@@ -305,7 +306,7 @@ _RUNNERS = {"pc": _stepping, "ddpm": _stepping, "ode": _ode}
 # ------------------------------------------------------------------------------------ entry points
 def inpaint(sde, score_fn: Callable[[Tensor, Tensor], Tensor], x_known: Tensor, mask: Tensor,
             method: str = "replacement", *, sampler: Optional[str] = None, eps: float = 1e-3,
-            denoise: bool = True, N: Optional[int] = None, generator: Optional[torch.Generator] = None,
+            denoise=True, N: Optional[int] = None, generator: Optional[torch.Generator] = None,
             progress: bool = False, **options) -> Tuple[Tensor, int]:
     """Sample x ~ p_0(x | x[mask] = x_known[mask]) with an unconditional score (see module docstring).
 
@@ -342,6 +343,9 @@ def inpaint(sde, score_fn: Callable[[Tensor, Tensor], Tensor], x_known: Tensor, 
     if method == "repaint":
         options.setdefault("jump", 10)
         options.setdefault("resample", 10)
+    if denoise is True or denoise is None:  # each sampler's default final step, as sample()
+        denoise = "mean" if sampler == "ddpm" and method != "smc" else "pf"
+    check_choice("denoise", denoise, DENOISE)
     known = _known_data(sde, x_known, mask)
     check_end_time(eps, sde.T)
     N = sde.N if N is None else check_positive_int("N", N)
@@ -349,7 +353,7 @@ def inpaint(sde, score_fn: Callable[[Tensor, Tensor], Tensor], x_known: Tensor, 
     x_T = sde.prior_sampling(x_known.shape, generator=generator, device=x_known.device, dtype=x_known.dtype)
     counter = CountingScore(score_fn)
     with torch.no_grad():
-        x = runner(sde, counter, known, x_T, eps=eps, denoise=bool(denoise), N=N, generator=generator,
+        x = runner(sde, counter, known, x_T, eps=eps, denoise=denoise, N=N, generator=generator,
                    progress=progress, **options)
     return known.finish(x), counter.nfe
 

@@ -113,7 +113,10 @@ class GaussianMixture:
         """Draw n samples of p_0, shape (n, *event_shape) (and their component labels (n,))."""
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        x = self.means[k] + torch.einsum("nij,nj->ni", self._chol[k], z)
+        x = torch.empty(n, self.dim, dtype=torch.float64)
+        for j in range(self.n_components):  # one matrix product per component, not per sample
+            rows = k == j
+            x[rows] = self.means[j] + z[rows] @ self._chol[j].T
         x = x.to(dtype).reshape(n, *self.event_shape)
         return (x, k) if return_labels else x
 

@@ -63,8 +63,9 @@ def test_guidance_at_weight_one_samples_the_class_conditional(kind, sde_name, ca
     x, nfe = sample(sde, guided_score(kind, gm, sde, y, 1.0), (n, *gm.event_shape),
                     generator=torch.Generator().manual_seed(11), **options)
     assert torch.isfinite(x).all() and nfe > 0
-    # Target: component y at t = 0 (for VE blurred by sigma_min, as every VE sampler ends there).
-    mixture0 = gm.marginal(sde, 0.0)
+    # Target: component y of p_0 (the default final step removes all the noise, for VE the
+    # sigma_min blur of the t = 0 kernel too).
+    mixture0 = gm
     target = component(mixture0, y)
     truth = draw(target, n, seed=12)
     # Purity: the same share of samples as of true class-y samples is classified as y.
