@@ -159,12 +159,9 @@ def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, ge
         check_positive("snr", snr)
     chain_based = predictors_lib.PREDICTORS[predictor].chain_based
     schedule = schedule or ("uniform" if chain_based else "logsnr")
-    if schedule != "uniform" and chain_based:
-        raise ValueError(f"schedule={schedule!r}: predictor={predictor!r} walks the SDE's uniform chain of"
-                         " N levels; use schedule='uniform' or predictor='euler_maruyama'")
     jump, resample = check_positive_int("jump", jump), check_positive_int("resample", resample)
     sde = sde.with_num_levels(N)
-    predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow)
+    predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow, levels=schedule == "uniform")
     kwargs = {"step_size_rule": step_size_rule} if corrector == "langevin" else {}
     n_steps = check_positive_int("n_steps", n_steps)
     corrector_obj = correctors_lib.CORRECTORS[corrector](sde, score_fn, snr=snr, n_steps=n_steps, **kwargs)

@@ -19,16 +19,20 @@ Tensor = torch.Tensor
 class Predictor:
     """Base class: holds the SDE, its reverse and the score function.
 
-    `chain_based` predictors step down the SDE's discrete chain (level i(t) to i - 1) and ignore
-    `t_next`; the others integrate the reverse SDE from t to t_next.
+    `chain_based` predictors step down the SDE's discrete chain (level i(t) to i - 1; or, with
+    levels=False, the kernel's step from t to t_next); the others integrate the reverse SDE from t
+    to t_next.
     """
 
     chain_based = False
 
-    def __init__(self, sde, score_fn: Callable, probability_flow: bool = False):
+    def __init__(self, sde, score_fn: Callable, probability_flow: bool = False, levels: bool = True):
         self.sde = sde
         self.score_fn = score_fn
         self.rsde = sde.reverse(score_fn, probability_flow)
+        # Chain-based predictors: step down the SDE's N levels (uniform grid), or, with
+        # levels=False, along the kernel between consecutive times of any grid.
+        self.levels = levels
 
     def step(self, x: Tensor, t: Tensor, t_next: Tensor, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -65,13 +69,14 @@ class ReverseDiffusionPredictor(Predictor):
     chain_based = True
 
     def step(self, x, t, t_next, generator=None):
-        f, G = self.rsde.discretize(x, t)
+        f, G = self.rsde.discretize(x, t, t_next=None if self.levels else t_next)
         x_mean = x - f
         return x_mean + batch_broadcast(G, x) * randn_like(x, generator), x_mean
 
     def probability_flow_step(self, x, t, t_next):
         """The chain step of the probability-flow ODE: x - [f_i - 1/2 G_i^2 s]."""
-        f, _ = self.sde.reverse(self.score_fn, probability_flow=True).discretize(x, t)
+        pf = self.sde.reverse(self.score_fn, probability_flow=True)
+        f, _ = pf.discretize(x, t, t_next=None if self.levels else t_next)
         return x - f
 
 
@@ -84,13 +89,13 @@ class AncestralSamplingPredictor(Predictor):
 
     chain_based = True
 
-    def __init__(self, sde, score_fn, probability_flow=False):
+    def __init__(self, sde, score_fn, probability_flow=False, levels=True):
         if probability_flow:
             raise ValueError("the ancestral predictor has no probability-flow form; use 'reverse_diffusion' or method='ddim'")
-        super().__init__(sde, score_fn)
+        super().__init__(sde, score_fn, levels=levels)
 
     def step(self, x, t, t_next, generator=None):
-        x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t))
+        x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t), None if self.levels else t_next)
         return x_mean + batch_broadcast(std, x) * randn_like(x, generator), x_mean
 
     def probability_flow_step(self, x, t, t_next):

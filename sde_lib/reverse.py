@@ -48,9 +48,16 @@ class ReverseSDE:
         diffusion = torch.zeros_like(diffusion) if self.probability_flow else diffusion
         return drift, diffusion
 
-    def discretize(self, x: Tensor, t: Tensor, score: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        """Reverse of the chain step into level i(t): x_{i-1} = x_i - rev_f + rev_G z (eq. 46)."""
-        f, G = self.forward_sde.discretize(x, t)
+    def discretize(self, x: Tensor, t: Tensor, score: Optional[Tensor] = None,
+                   t_next: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Reverse of the chain step into level i(t): x_{i-1} = x_i - rev_f + rev_G z (eq. 46).
+
+        Given t_next, the forward step is the kernel's from t_next to t (`transition_between`)."""
+        if t_next is None:
+            f, G = self.forward_sde.discretize(x, t)
+        else:
+            ratio, var, _, _ = self.forward_sde.transition_between(t, t_next)
+            f, G = batch_broadcast(ratio - 1.0, x) * x, var.sqrt().to(x.dtype)
         score = self._score(x, t, score)
         rev_f = f - batch_broadcast(G.square() * self.score_weight, x) * score
         rev_G = torch.zeros_like(G) if self.probability_flow else G

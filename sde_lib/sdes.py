@@ -187,8 +187,24 @@ class SDE(abc.ABC):
         ratio = a / a_prev
         return ratio, (s.square() - ratio.square() * s_prev.square()).clamp(min=0.0)
 
-    def ancestral_step(self, x: Tensor, t: Tensor, score: Tensor) -> Tuple[Tensor, Tensor]:
-        """Mean and noise std of one ancestral step from level i(t) down to i - 1.
+    def transition_between(self, t: Tensor, t_next: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The forward kernel's step from t_next up to t > t_next: x_t = ratio x_next + sqrt(var) z.
+
+        Returns (ratio, var, std_t, std_next), float64 (B,), from `marginal_coeffs`; t_next = 0
+        stands for the data itself (alpha = 1, std = 0; for VE below sigma_min), as the chain's
+        level -1 does. The chain-based predictors use it between the times of a non-uniform grid.
+        """
+        alpha, std = self.marginal_coeffs(t)
+        alpha_n, std_n = self.marginal_coeffs(t_next)
+        data = _f64(t_next) == 0
+        alpha_n = torch.where(data, torch.ones_like(alpha_n), alpha_n)
+        std_n = torch.where(data, torch.zeros_like(std_n), std_n)
+        ratio = alpha / alpha_n
+        return ratio, (std.square() - ratio.square() * std_n.square()).clamp(min=0.0), std, std_n
+
+    def ancestral_step(self, x: Tensor, t: Tensor, score: Tensor, t_next: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Mean and noise std of one ancestral step from level i(t) down to i - 1 (or, given
+        t_next, from t down to t_next along the kernel: `transition_between`).
 
         Reverses x_i = r x_{i-1} + sqrt(q) z: by Tweedie's formula for this Gaussian step,
         E[x_{i-1} | x_i] = (x_i + q score) / r (Ho et al. 2020 Alg. 2 with s = -eps/std_i; Song et
@@ -197,14 +213,16 @@ class SDE(abc.ABC):
         Returns:
           x_mean (shape of x) and noise std (B,) in x's dtype.
         """
-        i = self.discrete_index(t)
-        ratio, var = self.transition_coeffs(i)
+        if t_next is None:
+            i = self.discrete_index(t)
+            ratio, var = self.transition_coeffs(i)
+            s, s_prev = self.discrete_marginal_coeffs(i)[1], self.discrete_marginal_coeffs(i - 1)[1]
+        else:
+            ratio, var, s, s_prev = self.transition_between(t, t_next)
         x_mean = (x + batch_broadcast(var, x) * score) / batch_broadcast(ratio, x)
         if self.ancestral_variance == "transition":
             noise_var = var
         else:  # Var[x_{i-1} | x_i, x_0] = var std_{i-1}^2 / std_i^2 (DDPM's beta-tilde form)
-            s = self.discrete_marginal_coeffs(i)[1]
-            s_prev = self.discrete_marginal_coeffs(i - 1)[1]
             noise_var = var * s_prev.square() / s.square()
         return x_mean, noise_var.sqrt().to(x.dtype)
 

@@ -99,8 +99,8 @@ def exact_output_moments(monkeypatch, sde, method, N, options):
     x_T = torch.zeros(B, 1, dtype=torch.float64)
     x_T[1] = 1.0
     # Chain-based predictors converge only if their grid ends at the chain's first level.
-    chain_based = options.get("predictor") in ("reverse_diffusion", "ancestral_sampling")
-    eps = sde.with_num_levels(N).chain_end_time() if chain_based else 1e-3
+    levels = options.get("predictor") in ("reverse_diffusion", "ancestral_sampling") and "schedule" not in options
+    eps = sde.with_num_levels(N).chain_end_time() if levels else 1e-3
     out, _ = sample(sde, gaussian_score(sde), (B, 1), method=method, N=N, eps=eps, denoise=False,
                     x_T=x_T, dtype=torch.float64, **options)
     assert noise.calls <= N
@@ -124,6 +124,8 @@ def exact_output_moments(monkeypatch, sde, method, N, options):
         (subVPSDE, "pc", dict(predictor="reverse_diffusion", corrector="none")),
         (VESDE, "pc", dict(predictor="reverse_diffusion", corrector="none")),
         (VESDE, "pc", dict(predictor="ancestral_sampling", corrector="none")),
+        (VPSDE, "pc", dict(predictor="reverse_diffusion", corrector="none", schedule="logsnr")),
+        (subVPSDE, "pc", dict(predictor="ancestral_sampling", corrector="none", schedule="logsnr")),
     ],
 )
 def test_stochastic_samplers_converge_at_weak_order_one(monkeypatch, sde_cls, method, options):

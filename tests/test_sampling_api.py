@@ -114,7 +114,6 @@ def test_time_grids():
         (dict(eps=1.0), "eps=1.0"),
         (dict(method="ddim", eta=1.5), "eta=1.5"),
         (dict(method="ddim", predictor="x"), "unknown option"),
-        (dict(method="pc", schedule="logsnr"), "schedule='logsnr'"),
         (dict(method="pc", schedule="cosine", predictor="euler_maruyama"), "schedule='cosine' is not one of"),
         (dict(x_T=torch.zeros(4, 2)), "x_T has shape"),
         (dict(x_T=torch.full((3, 2), float("nan"))), "x_T holds 6 non-finite"),
