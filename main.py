@@ -38,6 +38,7 @@ class UsageError(ValueError):
 
 
 def parse_modes(text: str):
+    """'train,sample' -> ['train', 'sample'], checking every name."""
     modes = [m.strip() for m in text.split(",") if m.strip()]
     if not modes:
         raise UsageError(f"--mode={text!r} names no mode; use one of {', '.join(MODES)} or a"
@@ -50,94 +51,106 @@ def parse_modes(text: str):
 
 
 def check_data_available(config) -> None:
-    """Fail early, with the data library's message, if image data are missing."""
+    """Fail early, with the data library's message, if CIFAR-10 is missing."""
     from sde_lib import data as data_lib
 
     if config.data.dataset == "cifar10" and not config.data.download:
         data_lib.find_cifar10(config.data.root)
 
 
-def prepare(config, modes):
-    """All checks that need no work: flags, config choices, data, checkpoints."""
+def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None,
+            official_config=None):
+    """Every check that needs no work: arguments, config choices, data, checkpoints.
+
+    Returns the official config (a dict) when an official checkpoint is used, else None; the
+    official SDE and data-shape fields are then applied to `config` in place.
+    """
     from sde_lib.app import factory, loading
     from sde_lib.app.checkpoints import CheckpointDir
 
-    if not FLAGS.workdir:
+    if not workdir:
         raise UsageError("--workdir is required: the run directory for checkpoints and outputs,"
                          " e.g. --workdir=runs/vp_toy")
     official = None
-    if FLAGS.official_checkpoint or FLAGS.official_config:
-        if not (FLAGS.official_checkpoint and FLAGS.official_config):
+    if official_checkpoint or official_config:
+        if not (official_checkpoint and official_config):
             raise UsageError("--official_checkpoint and --official_config go together: the .pth"
                              " file and its official config as JSON")
         if "train" in modes:
             raise UsageError("--official_checkpoint is for --mode sample and/or eval, not train")
-        if FLAGS.checkpoint:
+        if checkpoint:
             raise UsageError("pass either --checkpoint or --official_checkpoint, not both")
-        if not Path(FLAGS.official_checkpoint).is_file():
-            raise UsageError(f"--official_checkpoint={FLAGS.official_checkpoint!r}: no such file")
-        official = loading.read_official_config(FLAGS.official_config)
+        if not Path(official_checkpoint).is_file():
+            raise UsageError(f"--official_checkpoint={official_checkpoint!r}: no such file")
+        official = loading.read_official_config(official_config)
         loading.apply_official_config(config, official)
-    if FLAGS.checkpoint and not Path(FLAGS.checkpoint).is_file():
-        raise UsageError(f"--checkpoint={FLAGS.checkpoint!r}: no such file")
-    factory.check_config(config)
+    if checkpoint and not Path(checkpoint).is_file():
+        raise UsageError(f"--checkpoint={checkpoint!r}: no such file")
+    factory.check_config(config, check_network=official is None)
     if "train" in modes or "eval" in modes:
         check_data_available(config)
     needs_weights = [m for m in modes if m != "train"]
-    if needs_weights and "train" not in modes and official is None and not FLAGS.checkpoint:
-        if not CheckpointDir(FLAGS.workdir).has_checkpoint():
+    if needs_weights and "train" not in modes and official is None and not checkpoint:
+        if not CheckpointDir(workdir).has_checkpoint():
             raise UsageError(
-                f"--mode={needs_weights[0]} needs a trained model, but {FLAGS.workdir}/checkpoints"
+                f"--mode={needs_weights[0]} needs a trained model, but {workdir}/checkpoints"
                 " has none: train first (--mode=train,sample), or pass --checkpoint=PATH or"
                 " --official_checkpoint=PATH --official_config=JSON")
     return official
 
 
-def run(config, modes, official) -> None:
+def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, official_config=None,
+        device="auto", threads=0, progress=True):
+    """Check everything, then run `modes` in order (the command line without absl).
+
+    Returns {mode: result}: the final step for train, the summaries of sample and eval.
+
+    Raises:
+      ValueError, FileNotFoundError: user mistakes, before any work starts.
+      NonFiniteLossError: training diverged (no checkpoint was written after the bad step).
+    """
     import torch
 
     from sde_lib.app import distributed, evaluation, loading, sampling_run, training
 
-    if FLAGS.threads > 0:
-        torch.set_num_threads(FLAGS.threads)
-    ctx = distributed.init(FLAGS.device)
-    progress = FLAGS.progress and ctx.is_main
-    workdir = Path(FLAGS.workdir)
-    model = None
+    if isinstance(modes, str):
+        modes = parse_modes(modes)
+    official = prepare(config, modes, workdir, checkpoint=checkpoint,
+                       official_checkpoint=official_checkpoint, official_config=official_config)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    ctx = distributed.init(device)
+    progress = progress and ctx.is_main
+    workdir = Path(workdir)
+    model, results = None, {}
     try:
         for mode in modes:
             if mode == "train":
-                training.train(config, workdir, ctx, progress=progress)
+                results[mode] = training.train(config, workdir, ctx, progress=progress)
                 continue
             if model is None:
                 if official is not None:
-                    model = loading.load_official(config, FLAGS.official_checkpoint, official, ctx.device)
+                    model = loading.load_official(config, official_checkpoint, official, ctx.device)
                 else:
-                    model = loading.load_trained(config, workdir, ctx.device, FLAGS.checkpoint)
+                    model = loading.load_trained(config, workdir, ctx.device, checkpoint)
                 if ctx.is_main:
                     print(f"[{mode}] weights: {model.source} (step {model.step}, EMA)", flush=True)
-            if mode == "sample":
-                sampling_run.run(ctx, config, workdir, model, progress=progress)
-            else:
-                evaluation.run(ctx, config, workdir, model, progress=progress)
+            run_mode = sampling_run.run if mode == "sample" else evaluation.run
+            results[mode] = run_mode(ctx, config, workdir, model, progress=progress)
     finally:
         distributed.shutdown()
+    return results
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    config = FLAGS.config
     from sde_lib.app.training import NonFiniteLossError
 
     try:
-        modes = parse_modes(FLAGS.mode)
-        official = prepare(config, modes)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    try:
-        run(config, modes, official)
+        run(FLAGS.config, FLAGS.mode, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
+            official_checkpoint=FLAGS.official_checkpoint, official_config=FLAGS.official_config,
+            device=FLAGS.device, threads=FLAGS.threads, progress=FLAGS.progress)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(3)

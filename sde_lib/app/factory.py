@@ -168,9 +168,10 @@ def sampling_seed(config) -> int:
 
 
 # ---------------------------------------------------------------------------------- validation
-def check_config(config) -> None:
+def check_config(config, *, check_network: bool = True) -> None:
     """Validate every name and the combinations the factories rely on; builds nothing heavy
-    (the network is built on the meta device, without memory).
+    (the network is built on the meta device, without memory; `check_network=False` skips it,
+    for weights that come with their own network, e.g. official checkpoints).
 
     Raises:
       ValueError: naming the field, its value and the valid choices.
@@ -182,8 +183,9 @@ def check_config(config) -> None:
     rate = config.model.ema_rate
     if not (0.0 <= rate < 1.0):
         raise ValueError(f"config.model.ema_rate={rate!r}: expected a number in [0, 1)")
-    with torch.device("meta"):
-        build_network(config)
+    if check_network:
+        with torch.device("meta"):
+            build_network(config)
 
     t = config.training
     _choice("training.loss", t.loss, LOSSES)
@@ -203,16 +205,13 @@ def check_config(config) -> None:
     _choice("optim.schedule", config.optim.schedule, LR_SCHEDULES)
 
     s = config.sampling
+    # Every name is checked, also those the chosen method ignores: a typo is a typo.
     _choice("sampling.method", s.method, SAMPLER_FIELDS)
-    if s.method == "pc":
-        _choice("sampling.predictor", s.predictor, predictors_lib.PREDICTORS)
-        _choice("sampling.corrector", s.corrector, correctors_lib.CORRECTORS)
-    if s.method in ("pc", "ddim", "langevin"):
-        _choice("sampling.schedule", s.schedule, sampling_lib.SCHEDULES)
-    if s.method == "ode":
-        _choice("sampling.solver", s.solver, ODE_METHODS)
-    if s.method == "sde_solver":
-        _choice("sampling.sde_solver", s.sde_solver, SDE_SOLVERS)
+    _choice("sampling.predictor", s.predictor, predictors_lib.PREDICTORS)
+    _choice("sampling.corrector", s.corrector, correctors_lib.CORRECTORS)
+    _choice("sampling.schedule", s.schedule, sampling_lib.SCHEDULES)
+    _choice("sampling.solver", s.solver, ODE_METHODS)
+    _choice("sampling.sde_solver", s.sde_solver, SDE_SOLVERS)
     if not (0.0 < s.eps < sde.T):
         raise ValueError(f"config.sampling.eps={s.eps!r}: expected a number in (0, T={sde.T})")
     for field in ("num_samples", "batch_size"):

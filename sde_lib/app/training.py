@@ -203,12 +203,15 @@ class Trainer:
             bad = found[found[:, 0].argmin()] if len(found) else bad
         if bad[0] >= 0:
             step, loss, gnorm = int(bad[0]), bad[1].item(), bad[2].item()
+            o, mp = self.optim_cfg, self.config.training.mixed_precision
+            tips = [f"a lower learning rate (optim.lr={o.lr:g})",
+                    "mixed_precision='none' (bf16 is on)" if mp == "bf16" else None,
+                    f"a smaller gradient clip (optim.grad_clip={o.grad_clip:g})" if o.grad_clip > 0
+                    else "gradient clipping (optim.grad_clip=1.0; it is off)"]
             raise NonFiniteLossError(
-                f"non-finite training loss at step {step}: loss={loss}, gradient norm={gnorm}."
-                " Stopped without writing a checkpoint after it; the last good checkpoint is kept."
-                f" Try a lower learning rate (optim.lr={self.optim_cfg.lr}), mixed_precision='none'"
-                f" (now {self.config.training.mixed_precision!r}) or gradient clipping"
-                f" (optim.grad_clip={self.optim_cfg.grad_clip}).")
+                f"non-finite training loss at step {step}: loss={loss:g}, gradient norm={gnorm:g}."
+                " Stopped without writing a checkpoint after it; the last good checkpoint is kept"
+                f" and a rerun resumes from it. Try {', '.join(t for t in tips if t)}.")
 
     def eval_loss(self) -> float:
         """Mean loss of the EMA weights on one test batch (rank 0), reproducible per step."""
