@@ -29,7 +29,6 @@ flags.DEFINE_string("checkpoint", None, "Checkpoint for sample/eval (default: th
 flags.DEFINE_string("official_checkpoint", None, "An official score_sde_pytorch checkpoint (.pth) to sample/evaluate.")
 flags.DEFINE_string("official_config", None, "The official config of --official_checkpoint, as JSON.")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "Device; auto = the local GPU if any.")
-flags.DEFINE_integer("threads", 0, "torch intra-op CPU threads (0: torch's default).")
 flags.DEFINE_bool("progress", True, "Show progress bars (else print a line per log step).")
 
 
@@ -100,7 +99,7 @@ def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None
 
 
 def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, official_config=None,
-        device="auto", threads=0, progress=True):
+        device="auto", progress=True):
     """Check everything, then run `modes` in order (the command line without absl).
 
     Returns {mode: result}: the final step for train, the summaries of sample and eval.
@@ -117,8 +116,8 @@ def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, of
         modes = parse_modes(modes)
     official = prepare(config, modes, workdir, checkpoint=checkpoint,
                        official_checkpoint=official_checkpoint, official_config=official_config)
-    if threads > 0:
-        torch.set_num_threads(threads)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     ctx = distributed.init(device)
     progress = progress and ctx.is_main
     workdir = Path(workdir)
@@ -150,7 +149,7 @@ def main(argv):
     try:
         run(FLAGS.config, FLAGS.mode, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
             official_checkpoint=FLAGS.official_checkpoint, official_config=FLAGS.official_config,
-            device=FLAGS.device, threads=FLAGS.threads, progress=FLAGS.progress)
+            device=FLAGS.device, progress=FLAGS.progress)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(3)

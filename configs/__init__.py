@@ -8,7 +8,7 @@ The groups mirror the objects they build (docs/app.md lists every field):
   config.sampling  `sde_lib.sampling.sample`       (sde_lib.app.sampling_run)
   config.eval      test loss and likelihood        (sde_lib.app.evaluation)
   config.data      data sets and loaders           (sde_lib.data)
-  config.seed
+  config.seed, config.threads
 
 `default_config()` holds every field with the CIFAR-10 values of Song et al. (2021, App. H) and
 the official score_sde_pytorch `configs/default_cifar10_configs.py`; the files override it.
@@ -21,6 +21,7 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field of every group, with the paper's CIFAR-10 defaults."""
     config = ml_collections.ConfigDict()
     config.seed = 42
+    config.threads = 0              # torch CPU threads; 0 = torch's default (all cores)
 
     config.sde = sde = ml_collections.ConfigDict()
     sde.name = "vpsde"              # sde_lib.SDES: vpsde, subvpsde, vesde, cosine_vpsde

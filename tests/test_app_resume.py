@@ -19,7 +19,7 @@ N_ITERS = 600
 
 def train_command(workdir):
     return [sys.executable, str(ROOT / "main.py"), "--mode=train", f"--workdir={workdir}",
-            "--threads=1", "--noprogress", "--config.model.hidden_dim=32", "--config.model.num_blocks=1",
+            "--noprogress", "--config.model.hidden_dim=32", "--config.model.num_blocks=1",
             "--config.training.batch_size=32", f"--config.training.n_iters={N_ITERS}",
             "--config.training.log_freq=200", "--config.training.eval_freq=200",
             "--config.training.checkpoint_freq=50", "--config.training.snapshot_freq=0",

@@ -16,6 +16,7 @@ def tiny_toy(n_iters=30):
     t.batch_size, t.n_iters, t.log_freq, t.eval_freq = 32, n_iters, 10, 10
     t.checkpoint_freq, t.snapshot_freq, t.snapshot_sampling = 10, 20, True
     c.optim.warmup = 5
+    t.likelihood_weighting = t.importance_sampling = True  # t drawn by the loss generator too
     c.data.num_train, c.data.num_test = 512, 64
     c.sampling.num_samples = c.sampling.batch_size = 32
     c.sampling.rtol = c.sampling.atol = 1e-3
@@ -110,3 +111,11 @@ def test_batch_size_must_split_over_ranks(tmp_path):
     config.training.batch_size = 33
     with pytest.raises(ValueError, match="not divisible by the 2 processes"):
         training.Trainer(config, tmp_path, distributed.Context(world_size=2), progress=False)
+
+
+@pytest.mark.slow
+def test_torch_compile_trains(tmp_path):
+    config = tiny_toy(n_iters=3)
+    config.training.compile = True
+    config.training.snapshot_sampling = False
+    assert training.train(config, tmp_path, distributed.Context(), progress=False) == 3

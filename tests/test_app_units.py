@@ -1,9 +1,7 @@
 """Application building blocks: configs, factory, EMA, learning rate, RNG capture, checkpoints."""
 import importlib
 import logging
-import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest

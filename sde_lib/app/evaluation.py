@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ from .. import data as data_lib
 from ..likelihood import log_likelihood
 from . import distributed, factory
 
-log = logging.getLogger(__name__)
 
 
 def mean_and_stderr(v: torch.Tensor) -> Dict[str, float]:

@@ -3,7 +3,6 @@ latest by default), or those of an official score_sde_pytorch checkpoint."""
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -11,9 +10,8 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from . import factory
-from .checkpoints import CheckpointDir, load_state
+from .checkpoints import CheckpointDir, CorruptCheckpointError, load_state
 
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,10 +56,15 @@ def load_trained(config, workdir: Optional[Path], device: torch.device,
 
     Raises:
       FileNotFoundError: no checkpoint (the message says how to make one).
-      ValueError: the checkpoint's model differs from `config`'s.
+      ValueError: the checkpoint's model differs from `config`'s, or the named `checkpoint` is
+        damaged or not one of ours.
     """
     if checkpoint:
-        state, path = load_state(checkpoint), Path(checkpoint)
+        try:
+            state, path = load_state(checkpoint), Path(checkpoint)
+        except CorruptCheckpointError as err:
+            raise ValueError(f"--checkpoint: {err}. For an official score_sde_pytorch checkpoint"
+                             " use --official_checkpoint with --official_config") from err
     else:
         state, path = CheckpointDir(workdir).load_latest()
         if state is None:

@@ -25,8 +25,10 @@ from tqdm.auto import tqdm
 
 from .. import data as data_lib
 from . import distributed, factory, rng
-from .checkpoints import CheckpointDir, config_to_json
+from .checkpoints import CheckpointDir, config_to_json, load_state
 from .ema import ExponentialMovingAverage
+from .loading import check_same_model
+from .sampling_run import draw_samples, save_samples
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -79,11 +81,12 @@ class Trainer:
         self.config, self.workdir, self.ctx, self.progress = config, Path(workdir), ctx, progress
         self.checkpoints = CheckpointDir(workdir)
         set_determinism(t.deterministic)
-        rng.seed_all(data_lib.derive_seed(config.seed, ctx.rank, 7))
 
         self.train_ds, self.test_ds = data_lib.build_datasets(config.data, seed=config.seed)
         self.sde = factory.build_sde(config)
+        rng.seed_all(data_lib.derive_seed(config.seed))  # the same initial weights on every rank
         self.net = factory.build_network(config).to(ctx.device)
+        rng.seed_all(data_lib.derive_seed(config.seed, ctx.rank, 7))  # per-rank streams (dropout)
         self.ema = ExponentialMovingAverage(self.net, config.model.ema_rate)
         self.optim_cfg = config.optim.copy_and_resolve_references()
         with self.optim_cfg.unlocked():
@@ -134,11 +137,7 @@ class Trainer:
         if path is None:
             return
         if not ctx.is_main:
-            from .checkpoints import load_state
-
             state = load_state(path, map_location=ctx.device)
-        from .loading import check_same_model
-
         check_same_model(state["config"], self.config)
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -225,8 +224,6 @@ class Trainer:
 
     def snapshot_samples(self) -> None:
         """Sample one batch with the EMA weights (rank 0) into `<workdir>/snapshots/`."""
-        from .sampling_run import draw_samples, save_samples
-
         s = self.config.sampling
         n = min(s.batch_size, SNAPSHOT_SAMPLES) if data_lib.is_image_data(self.config.data) else s.batch_size
         solo = distributed.Context(device=self.ctx.device)
