@@ -1,0 +1,112 @@
+"""Configurations: each `configs/<name>.py` has `get_config() -> ml_collections.ConfigDict`.
+
+The groups mirror the objects they build (docs/app.md lists every field):
+  config.sde       the forward SDE                 (sde_lib.build_sde)
+  config.model     the network and its output      (models.build_model, sde_lib.NetworkScore)
+  config.training  the loop, loss, checkpoints     (sde_lib.app.training)
+  config.optim     Adam, warm-up, clipping         (sde_lib.app.training)
+  config.sampling  `sde_lib.sampling.sample`       (sde_lib.app.sampling_run)
+  config.eval      test loss and likelihood        (sde_lib.app.evaluation)
+  config.data      data sets and loaders           (sde_lib.data)
+  config.seed, config.threads
+
+`default_config()` holds every field with the CIFAR-10 values of Song et al. (2021, App. H) and
+the official score_sde_pytorch `configs/default_cifar10_configs.py`; the files override it.
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of every group, with the paper's CIFAR-10 defaults."""
+    config = ml_collections.ConfigDict()
+    config.seed = 42
+    config.threads = 0              # torch CPU threads; 0 = torch's default (all cores)
+
+    config.sde = sde = ml_collections.ConfigDict()
+    sde.name = "vpsde"              # sde_lib.SDES: vpsde, subvpsde, vesde, cosine_vpsde
+    sde.beta_min = 0.1              # VP, sub-VP
+    sde.beta_max = 20.0
+    sde.sigma_min = 0.01            # VE
+    sde.sigma_max = 50.0
+    sde.N = 1000                    # levels of the discrete chain (official num_scales)
+
+    config.model = model = ml_collections.ConfigDict()
+    model.name = "ncsnpp"           # models.MODELS: mlp, ddpm, ncsnpp
+    model.prediction = "eps"        # NetworkScore: eps, score, scaled_score, x0
+    model.time_labels = "continuous"  # or "discrete" (DDPM timestep / NCSN sigma index)
+    model.ema_rate = 0.9999
+
+    config.training = training = ml_collections.ConfigDict()
+    training.batch_size = 128       # global: split over the ranks
+    training.n_iters = 1_300_000    # optimizer steps
+    training.loss = "dsm"           # dsm (continuous, eq. 7) | ddpm (L_simple) | smld
+    training.reduce_mean = True
+    training.likelihood_weighting = False
+    training.importance_sampling = False
+    training.eps = 1e-5             # smallest training time
+    training.log_freq = 50
+    training.eval_freq = 100        # test loss on one test batch
+    training.checkpoint_freq = 10_000   # resume checkpoint (official snapshot_freq_for_preemption)
+    training.snapshot_freq = 50_000     # numbered snapshots + snapshot sampling
+    training.snapshot_sampling = True
+    training.mixed_precision = "none"   # none | bf16 (autocast)
+    training.compile = False        # torch.compile the network
+    training.deterministic = False  # deterministic kernels (bitwise-reproducible resumes on GPU)
+
+    config.optim = optim = ml_collections.ConfigDict()
+    optim.lr = 2e-4
+    optim.beta1 = 0.9
+    optim.beta2 = 0.999
+    optim.eps = 1e-8
+    optim.weight_decay = 0.0
+    optim.warmup = 5000             # linear warm-up steps
+    optim.grad_clip = 1.0           # max global gradient norm; <= 0 disables
+    optim.schedule = "constant"     # after warm-up: constant | cosine (to 0 at n_iters)
+
+    config.sampling = sampling = ml_collections.ConfigDict()
+    sampling.method = "pc"          # sde_lib.sampling.METHODS
+    sampling.predictor = "euler_maruyama"
+    sampling.corrector = "none"
+    sampling.snr = 0.16
+    sampling.n_steps = 1            # corrector steps per time
+    sampling.probability_flow = False
+    sampling.schedule = "uniform"   # uniform | logsnr | edm (pc with euler_maruyama, ddim, langevin)
+    sampling.solver = "RK45"        # ode: probability-flow ODE solver (sde_lib.ode.METHODS)
+    sampling.sde_solver = "euler"   # sde_solver: torchsde method
+    sampling.rtol = 1e-5
+    sampling.atol = 1e-5
+    sampling.eps = 1e-3             # end time of the reverse process
+    sampling.denoise = True
+    sampling.N = placeholder(int)   # steps; None = sde.N
+    sampling.eta = 0.0              # ddim
+    sampling.n_steps_each = 5       # langevin (annealed)
+    sampling.step_lr = 2e-5         # langevin (annealed)
+    sampling.num_samples = 64
+    sampling.batch_size = 64        # per rank
+    sampling.seed = placeholder(int)  # None = config.seed
+
+    config.eval = evaluate = ml_collections.ConfigDict()
+    evaluate.batch_size = 1024      # per rank, for the test loss and the likelihood
+    evaluate.loss_batches = 10      # test batches for the test loss; 0 = the whole test split
+    evaluate.num_points = 10_000    # test points for the likelihood; 0 = all, -1 = skip
+    evaluate.divergence = "rademacher"  # rademacher | gaussian | exact
+    evaluate.n_probes = 1
+    evaluate.solver = "RK45"        # adaptive ODE solver for the likelihood
+    evaluate.rtol = 1e-5
+    evaluate.atol = 1e-5
+    evaluate.eps = 1e-5
+
+    config.data = data = ml_collections.ConfigDict()
+    data.dataset = "cifar10"
+    data.root = placeholder(str)
+    data.download = False
+    data.image_size = 32
+    data.num_channels = 3
+    data.centered = True
+    data.random_flip = True
+    data.uniform_dequantization = False
+    data.num_train = 50_000         # toy sets
+    data.num_test = 10_000
+    data.num_workers = 0
+    return config

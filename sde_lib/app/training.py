@@ -1,0 +1,310 @@
+"""`--mode train`: the training loop of Song et al. (2021, App. H).
+
+Adam with a linear learning-rate warm-up and gradient-norm clipping, an EMA of the weights,
+optional bf16 autocast and `torch.compile`, DistributedDataParallel under torchrun. The loss's t
+and noise come from a dedicated CPU `torch.Generator` seeded by (config.seed, rank), so a run is
+reproducible, and resumable bit for bit: a resume checkpoint holds the model, EMA, optimizer,
+step, data-loader position and every RNG state (`checkpoints.py`, `rng.py`).
+
+Per step k = 1 .. n_iters: one batch, loss = mean of per-example losses, backward, lr(k), clip,
+Adam step, EMA update. Then, by step: log (`log_freq`), test loss on one test batch with the EMA
+weights (`eval_freq`), resume checkpoint (`checkpoint_freq`), numbered snapshot and snapshot
+samples (`snapshot_freq`). The final step always writes both checkpoints.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import data as data_lib
+from . import distributed, factory, rng
+from .checkpoints import CheckpointDir, config_to_json, load_state
+from .ema import ExponentialMovingAverage
+from .loading import check_same_model
+from .sampling_run import draw_samples, save_samples
+
+log = logging.getLogger(__name__)
+Tensor = torch.Tensor
+
+SNAPSHOT_SAMPLES = 64  # snapshot samples drawn (at most; one batch of config.sampling.batch_size)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss or gradient norm."""
+
+
+# ---------------------------------------------------------------------------------- optimizer
+def learning_rate(step: int, optim) -> float:
+    """lr at optimizer update `step` (1-based): linear warm-up over `warmup` steps, then constant
+    or a cosine decay to 0 at `n_iters` (the cosine needs `optim.n_iters`, set by `train`)."""
+    lr = optim.lr
+    if optim.warmup > 0:
+        lr *= min(step / optim.warmup, 1.0)
+    if optim.schedule == "cosine":
+        total = max(optim.n_iters - optim.warmup, 1)
+        progress = min(max(step - optim.warmup, 0) / total, 1.0)
+        lr *= 0.5 * (1.0 + math.cos(math.pi * progress))
+    return lr
+
+
+def build_optimizer(params, optim) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) with the config's betas, eps and (L2) weight decay."""
+    return torch.optim.Adam(params, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
+                            weight_decay=optim.weight_decay)
+
+
+def set_determinism(deterministic: bool) -> None:
+    """Deterministic kernels (bitwise-reproducible runs on GPU; CPU kernels already are)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+# ------------------------------------------------------------------------------------ the loop
+class Trainer:
+    """One training run in `workdir`; `run()` trains to `config.training.n_iters` steps,
+    resuming from the workdir's latest good checkpoint."""
+
+    def __init__(self, config, workdir: Path, ctx: distributed.Context, *, progress: bool = True):
+        t = config.training
+        if t.batch_size % ctx.world_size:
+            raise ValueError(f"config.training.batch_size={t.batch_size} is not divisible by the"
+                             f" {ctx.world_size} processes; pick a multiple of {ctx.world_size}")
+        self.config, self.workdir, self.ctx, self.progress = config, Path(workdir), ctx, progress
+        self.checkpoints = CheckpointDir(workdir)
+        set_determinism(t.deterministic)
+
+        self.train_ds, self.test_ds = data_lib.build_datasets(config.data, seed=config.seed)
+        self.sde = factory.build_sde(config)
+        rng.seed_all(data_lib.derive_seed(config.seed))  # the same initial weights on every rank
+        self.net = factory.build_network(config).to(ctx.device)
+        rng.seed_all(data_lib.derive_seed(config.seed, ctx.rank, 7))  # per-rank streams (dropout)
+        self.ema = ExponentialMovingAverage(self.net, config.model.ema_rate)
+        self.optim_cfg = config.optim.copy_and_resolve_references()
+        with self.optim_cfg.unlocked():
+            self.optim_cfg.n_iters = t.n_iters
+        self.optimizer = build_optimizer(self.net.parameters(), self.optim_cfg)
+        self.loader = data_lib.build_loader(
+            self.train_ds, t.batch_size // ctx.world_size, train=True, seed=config.seed,
+            rank=ctx.rank, world_size=ctx.world_size, num_workers=config.data.num_workers,
+            pin_memory=ctx.device.type == "cuda")
+        self.loss_generator = torch.Generator().manual_seed(data_lib.derive_seed(config.seed, ctx.rank))
+        self.loss_fn = factory.build_loss(config, self.sde)
+        self.step = 0
+        self.resumed_from: Optional[str] = None
+        self._resume()
+
+        model = self.net
+        if ctx.distributed:
+            device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        if t.compile:
+            model = torch.compile(model)
+        self.train_score = factory.build_score_fn(model, self.sde, config)
+        self.ema_score = factory.build_score_fn(self.ema.shadow, self.sde, config)
+        self.autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16,
+                                       enabled=t.mixed_precision == "bf16")
+
+    # ------------------------------------------------------------------------ checkpoint state
+    def state(self) -> Dict[str, Any]:
+        """Everything a resume needs (rank 0 writes it; RNG states come from every rank)."""
+        return {
+            "step": self.step,
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "data": self.loader.state_dict(),
+            "rng": distributed.gather_objects(self.ctx, rng.capture(self.loss_generator)),
+            "world_size": self.ctx.world_size,
+            "config": config_to_json(self.config),
+        }
+
+    def _resume(self) -> None:
+        ctx = self.ctx
+        path = None
+        if ctx.is_main:
+            self.checkpoints.remove_temporaries()
+            state, path = self.checkpoints.load_latest(map_location=ctx.device)
+        path = distributed.broadcast_object(ctx, None if path is None else str(path))
+        if path is None:
+            return
+        if not ctx.is_main:
+            state = load_state(path, map_location=ctx.device)
+        check_same_model(state["config"], self.config)
+        self.net.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        if state["world_size"] == ctx.world_size:
+            self.loader.load_state_dict(state["data"])
+            rng.restore(state["rng"][ctx.rank], self.loss_generator)
+        else:  # a new data order and fresh RNG streams: resumable, not bitwise-reproducible
+            log.warning("Checkpoint written by %d processes, resumed by %d: the data order and the"
+                        " random streams restart at the next epoch.", state["world_size"], ctx.world_size)
+            self.loader.set_epoch(int(state["data"]["epoch"]) + 1)
+            seed = data_lib.derive_seed(self.config.seed, ctx.rank, self.step)
+            rng.seed_all(seed)
+            self.loss_generator.manual_seed(seed)
+        self.resumed_from = path
+
+    def save(self, snapshot: bool) -> None:
+        """Write the resume checkpoint (and a numbered snapshot) on rank 0; every rank takes part
+        (RNG states are gathered)."""
+        self.check_finite()
+        state = self.state()
+        if self.ctx.is_main:
+            self.checkpoints.save_resume(state)
+            if snapshot:
+                self.checkpoints.save_snapshot(state, self.step)
+        distributed.barrier(self.ctx)
+
+    # ------------------------------------------------------------------------------ the step
+    def train_step(self, x: Tensor) -> Dict[str, Tensor]:
+        """One optimizer update on batch x; returns the loss and gradient norm (device tensors)."""
+        with self.autocast:
+            loss = self.loss_fn(self.train_score, x, generator=self.loss_generator).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        lr = learning_rate(self.step + 1, self.optim_cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        clip = self.optim_cfg.grad_clip
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(),
+                                                   clip if clip > 0 else float("inf"))
+        self.optimizer.step()
+        self.ema.update(self.net)
+        self.step += 1
+        return {"loss": loss.detach().float(), "grad_norm": grad_norm.detach().float(), "lr": lr}
+
+    def track_finite(self, out: Dict[str, Tensor]) -> None:
+        """Remember the first step whose loss or gradient norm is not finite (no device sync)."""
+        bad = ~(torch.isfinite(out["loss"]) & torch.isfinite(out["grad_norm"]))
+        first = self._bad[0] < 0
+        self._bad = torch.where(bad & first,
+                                torch.stack([torch.tensor(float(self.step), device=bad.device),
+                                             out["loss"], out["grad_norm"]]),
+                                self._bad)
+
+    def check_finite(self) -> None:
+        """Raise `NonFiniteLossError` if any rank saw a non-finite loss (a sync point)."""
+        bad = self._bad.clone()
+        if self.ctx.distributed:  # the earliest bad step over the ranks
+            rows = distributed.gather_rows(self.ctx, bad[None])
+            found = rows[rows[:, 0] >= 0]
+            bad = found[found[:, 0].argmin()] if len(found) else bad
+        if bad[0] >= 0:
+            step, loss, gnorm = int(bad[0]), bad[1].item(), bad[2].item()
+            o, mp = self.optim_cfg, self.config.training.mixed_precision
+            tips = [f"a lower learning rate (optim.lr={o.lr:g})",
+                    "mixed_precision='none' (bf16 is on)" if mp == "bf16" else None,
+                    f"a smaller gradient clip (optim.grad_clip={o.grad_clip:g})" if o.grad_clip > 0
+                    else "gradient clipping (optim.grad_clip=1.0; it is off)"]
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {step}: loss={loss:g}, gradient norm={gnorm:g}."
+                " Stopped without writing a checkpoint after it; the last good checkpoint is kept"
+                f" and a rerun resumes from it. Try {', '.join(t for t in tips if t)}.")
+
+    def eval_loss(self) -> float:
+        """Mean loss of the EMA weights on one test batch (rank 0), reproducible per step."""
+        n = len(self.test_ds)
+        b = min(self.config.training.batch_size, n)
+        k = (self.step // max(self.config.training.eval_freq, 1)) % max(n // b, 1)
+        x = torch.stack([torch.as_tensor(self.test_ds[i][0]) for i in range(k * b, k * b + b)])
+        g = torch.Generator().manual_seed(data_lib.derive_seed(self.config.seed, self.step, 3))
+        with torch.no_grad(), self.autocast:
+            return self.loss_fn(self.ema_score, x.to(self.ctx.device), generator=g).mean().item()
+
+    def snapshot_samples(self) -> None:
+        """Sample one batch with the EMA weights (rank 0) into `<workdir>/snapshots/`."""
+        s = self.config.sampling
+        n = min(s.batch_size, SNAPSHOT_SAMPLES) if data_lib.is_image_data(self.config.data) else s.batch_size
+        solo = distributed.Context(device=self.ctx.device)
+        samples, info = draw_samples(solo, self.sde, self.ema_score, data_lib.data_shape(self.config.data),
+                                     num_samples=n, batch_size=n,
+                                     seed=data_lib.derive_seed(factory.sampling_seed(self.config), self.step),
+                                     sample_kwargs=factory.sample_kwargs(self.config))
+        reference = None if data_lib.is_image_data(self.config.data) else self.train_ds.x[:n]
+        save_samples(samples, self.config, self.workdir / "snapshots" / f"samples_{self.step:08d}",
+                     reference=reference, title=f"step {self.step}, NFE {info['nfe']:.0f}")
+
+    # ---------------------------------------------------------------------------- run
+    def run(self) -> int:
+        """Train to n_iters; returns the final step."""
+        t, ctx = self.config.training, self.ctx
+        writer = None
+        if ctx.is_main:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / "config.json").write_text(config_to_json(self.config))
+            if self.resumed_from:
+                print(f"[train] resuming from {self.resumed_from} at step {self.step}", flush=True)
+        if self.step >= t.n_iters:
+            if ctx.is_main:
+                print(f"[train] already at step {self.step} >= n_iters={t.n_iters}; nothing to do",
+                      flush=True)
+            return self.step
+        if ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.workdir / "tensorboard"))
+        self._bad = torch.tensor([-1.0, 0.0, 0.0], device=ctx.device)
+        self.net.train()
+        bar = tqdm(total=t.n_iters, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (self.progress and ctx.is_main), mininterval=1.0)
+        loss_sum = torch.zeros((), device=ctx.device)
+        interval_start, interval_steps = time.perf_counter(), 0
+        batches = iter(self.loader)
+        try:
+            while self.step < t.n_iters:
+                x, _ = next(batches)
+                out = self.train_step(x.to(ctx.device, non_blocking=True))
+                self.track_finite(out)
+                loss_sum += out["loss"]
+                interval_steps += 1
+                bar.update(1)
+                step, last = self.step, self.step == t.n_iters
+                if step % t.log_freq == 0 or last:
+                    self.check_finite()
+                    loss = distributed.all_reduce_sum(ctx, loss_sum).item() / (interval_steps * ctx.world_size)
+                    elapsed = time.perf_counter() - interval_start
+                    rate = interval_steps * t.batch_size / max(elapsed, 1e-9)
+                    if writer is not None:
+                        writer.add_scalar("train/loss", loss, step)
+                        writer.add_scalar("train/lr", out["lr"], step)
+                        writer.add_scalar("train/grad_norm", out["grad_norm"].item(), step)
+                        writer.add_scalar("train/examples_per_s", rate, step)
+                        bar.set_postfix(loss=f"{loss:.4g}", lr=f"{out['lr']:.2e}", refresh=False)
+                        if not self.progress:
+                            print(f"[train] step {step}/{t.n_iters} loss {loss:.5g} lr {out['lr']:.3g}"
+                                  f" grad_norm {out['grad_norm'].item():.3g} {rate:.0f} examples/s",
+                                  flush=True)
+                    loss_sum.zero_()
+                    interval_start, interval_steps = time.perf_counter(), 0
+                if t.eval_freq > 0 and step % t.eval_freq == 0 and ctx.is_main:
+                    writer.add_scalar("eval/loss", self.eval_loss(), step)
+                snapshot = last or (t.snapshot_freq > 0 and step % t.snapshot_freq == 0)
+                if snapshot or (t.checkpoint_freq > 0 and step % t.checkpoint_freq == 0):
+                    self.save(snapshot=snapshot)
+                if snapshot and t.snapshot_sampling and ctx.is_main:
+                    self.snapshot_samples()
+                if snapshot:
+                    distributed.barrier(ctx)
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        if ctx.is_main:
+            print(f"[train] done: step {self.step}, checkpoint {self.checkpoints.resume_path}", flush=True)
+        return self.step
+
+
+def train(config, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
+    """Train (or resume) in `workdir`; returns the final step. See `Trainer`."""
+    return Trainer(config, workdir, ctx, progress=progress).run()

@@ -1,0 +1,87 @@
+"""SIGKILL the training command at arbitrary points, also inside a checkpoint write, damage its
+newest checkpoint, rerun the same command: it resumes and ends with exactly the weights of an
+uninterrupted run."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sde_lib.app import checkpoints
+from test_app_training import assert_bitwise_equal, final_state
+
+ROOT = Path(__file__).resolve().parents[1]
+N_ITERS = 600
+
+
+def train_command(workdir):
+    return [sys.executable, str(ROOT / "main.py"), "--mode=train", f"--workdir={workdir}",
+            "--noprogress", "--config.model.hidden_dim=32", "--config.model.num_blocks=1",
+            "--config.training.batch_size=32", f"--config.training.n_iters={N_ITERS}",
+            "--config.training.log_freq=200", "--config.training.eval_freq=200",
+            "--config.training.checkpoint_freq=50", "--config.training.snapshot_freq=0",
+            "--config.data.num_train=512", "--config.data.num_test=64", "--config.optim.warmup=5"]
+
+
+def start(workdir, **env):
+    return subprocess.Popen(train_command(workdir), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, **env})
+
+
+def wait_for(predicate, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            pytest.fail(f"training ended (rc={proc.returncode}) before it could be killed:\n"
+                        + proc.stdout.read())
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("timed out waiting for the training run")
+        time.sleep(0.01)
+
+
+def kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return proc.stdout.read()
+
+
+def test_sigkill_anywhere_then_resume_equals_uninterrupted_run(tmp_path):
+    reference = start(tmp_path / "ref")  # runs alongside the interrupted runs
+    run = tmp_path / "run"
+    ckdir = checkpoints.CheckpointDir(run)
+
+    # 1. Kill somewhere after the second resume checkpoint.
+    proc = start(run)
+    wait_for(ckdir.previous_path.is_file, proc)
+    time.sleep(0.1)
+    kill(proc)
+    first = checkpoints.load_state(ckdir.resume_path)["step"]
+    assert 100 <= first < N_ITERS
+
+    # 2. Rerun, and kill it inside a checkpoint write (after the temporary file is complete,
+    #    before it is moved into place).
+    proc = start(run, **{checkpoints.SLOW_WRITE_ENV: "60"})
+    wait_for(lambda: any(ckdir.dir.glob(".*.tmp")), proc)
+    out = kill(proc)
+    assert f"resuming from {ckdir.resume_path} at step {first}" in out
+    assert checkpoints.load_state(ckdir.resume_path)["step"] == first  # untouched
+
+    # 3. Damage the newest checkpoint as a failing disk would; the rerun reports it in one line,
+    #    falls back to the previous one and still finishes with the reference weights.
+    blob = ckdir.resume_path.read_bytes()
+    ckdir.resume_path.write_bytes(blob[: len(blob) // 3])
+    fallback_step = checkpoints.load_state(ckdir.previous_path)["step"]
+    done = subprocess.run(train_command(run), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    damaged = [line for line in done.stderr.splitlines() if "damaged checkpoint" in line]
+    assert len(damaged) == 1 and "checkpoint.pt" in damaged[0]
+    assert f"at step {fallback_step}" in done.stdout
+    assert not list(ckdir.dir.glob(".*.tmp"))
+
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    assert_bitwise_equal(final_state(tmp_path / "ref"), final_state(run))
