@@ -71,7 +71,8 @@ def default_config() -> ml_collections.ConfigDict:
     sampling.snr = 0.16
     sampling.n_steps = 1            # corrector steps per time
     sampling.probability_flow = False
-    sampling.schedule = "uniform"   # uniform | logsnr | edm (pc with euler_maruyama, ddim, langevin)
+    sampling.schedule = placeholder(str)  # uniform | logsnr | edm; None = the sampler's default
+    sampling.order = 2              # dpm_solver: 1 (= DDIM) or 2 (DPM-Solver++(2M))
     sampling.solver = "RK45"        # ode: probability-flow ODE solver (sde_lib.ode.METHODS)
     sampling.sde_solver = "euler"   # sde_solver: torchsde method
     sampling.rtol = 1e-5

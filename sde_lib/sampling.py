@@ -137,6 +137,8 @@ def pc_sampler(sde, score_fn, x, *, eps, denoise, N, generator, progress,
     chain_based = predictors_lib.PREDICTORS[predictor].chain_based
     schedule = schedule or ("uniform" if chain_based else "logsnr")
     sde = sde.with_num_levels(N)
+    if (chain_based and schedule == "uniform") or corrector != "none":  # these use the chain
+        sde.check_chain()
     # Chain-based predictors walk the SDE's N levels on the uniform grid (DDPM's betas: the
     # official algorithms, Algorithm 2 exactly) and the kernel's steps on any other grid.
     predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow, levels=schedule == "uniform")

@@ -231,6 +231,15 @@ class SDE(abc.ABC):
         ratio, _ = self.transition_coeffs(self.discrete_index(t))
         return ratio.square()
 
+    def check_chain(self) -> None:
+        """Raise ValueError unless every step of the N-level chain is a valid Gaussian step."""
+        ratio, var = self.transition_coeffs(torch.arange(self.N))
+        if not bool(torch.isfinite(ratio).all() and (ratio > 0).all() and torch.isfinite(var).all()):
+            raise ValueError(
+                f"N={self.N}: the {type(self).__name__} chain of N levels is invalid (a step's beta_i "
+                f">= 1); use more levels (for VP: N > beta_max) or a continuous-time sampler "
+                f"(euler_maruyama without corrector, ode, ddim, dpm_solver)")
+
     def with_num_levels(self, N: int) -> "SDE":
         """The same SDE with an N-level discretisation (N steps for the discrete predictors)."""
         if N == self.N:
@@ -258,9 +267,6 @@ class VPSDE(SDE):
         self.beta_max = check_positive("beta_max", beta_max)
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max={beta_max} must be >= beta_min={beta_min}")
-        if self.beta_max / N >= 1.0 and type(self) in (VPSDE, subVPSDE):
-            raise ValueError(f"N={N}: DDPM's largest beta_max / N = {self.beta_max / N:.3g} must be < 1;"
-                             f" use N > beta_max = {self.beta_max} (or fewer steps with a continuous-time sampler)")
         # DDPM's beta_i, i = 0..N-1 (float64; Ho et al. 2020 use linspace(1e-4, 0.02, 1000)).
         self.discrete_betas = self._discrete_betas()
         self.alphas_cumprod = torch.cumprod(1.0 - self.discrete_betas, dim=0)

@@ -32,7 +32,9 @@ def tiny_cifar(name, root):
     t.batch_size, t.n_iters, t.log_freq, t.eval_freq = 4, 2, 1, 1
     t.checkpoint_freq, t.snapshot_freq, t.snapshot_sampling = 1, 0, False
     c.optim.warmup = 0
-    c.sampling.N, c.sampling.num_samples, c.sampling.batch_size = 3, 4, 4
+    # DDPM's chain needs N > beta_max = 20 levels (beta_i = beta(t_i) / N < 1); the others take 3.
+    c.sampling.N = 21 if c.sampling.method == "ddpm" else 3
+    c.sampling.num_samples, c.sampling.batch_size = 4, 4
     e = c.eval
     e.num_points, e.batch_size, e.loss_batches, e.rtol, e.atol = 2, 2, 1, 1e-2, 1e-2
     return c
@@ -47,7 +49,8 @@ def test_cifar10_config_end_to_end(name, cifar_root, tmp_path):
     assert results["train"] == 2
 
     sample = results["sample"]
-    assert sample["nfe"] == (6 if config.sampling.corrector == "langevin" and sample["method"] == "pc" else 3)
+    steps = config.sampling.N
+    assert sample["nfe"] == (2 * steps if config.sampling.corrector == "langevin" and sample["method"] == "pc" else steps)
     images = np.load(sample["files"]["npz"])["samples"]
     assert images.shape == (4, 3, 16, 16) and images.dtype == np.uint8
     assert (tmp_path / "samples" / "step_00000002_{}.png".format(sample["method"])).is_file()

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sde_lib import sampling as sampling_lib
+
 import main
 from test_app_training import tiny_toy
 
@@ -104,8 +106,8 @@ def test_cli_config_override_error_exit_code(tmp_path):
     done = run_cli("--mode=sample", f"--workdir={tmp_path}", "--config.sampling.method=euler")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
-        "error: config.sampling.method='euler' is not one of ['pc', 'ode', 'sde_solver', 'ddpm',"
-        " 'ddim', 'langevin']; set --config.sampling.method=...")
+        f"error: config.sampling.method='euler' is not one of {list(sampling_lib.METHODS)};"
+        " set --config.sampling.method=...")
 
 
 def test_cli_diverging_run_exits_nonzero_without_later_checkpoint(tmp_path):

@@ -221,7 +221,7 @@ def test_x0_prediction_is_tweedie():
         (lambda: VPSDE(N=0), "N=0"),
         (lambda: VESDE(sigma_min=1.0, sigma_max=0.5), "sigma_max"),
         (lambda: VPSDE(beta_min=-1), "beta_min"),
-        (lambda: VPSDE(N=20), "N=20: DDPM's largest"),
+        (lambda: VPSDE(N=20).check_chain(), "N=20: the VPSDE chain"),
         (lambda: CosineVPSDE(T=1.0), "T=1.0"),
         (lambda: build_sde("nope"), "valid names"),
         (lambda: NetworkScore(None, VPSDE(), prediction="v"), "prediction"),

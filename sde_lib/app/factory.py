@@ -47,6 +47,7 @@ SAMPLER_FIELDS: Dict[str, Dict[str, str]] = {
     "sde_solver": {"solver": "sde_solver"},
     "ddpm": {},
     "ddim": {"eta": "eta", "schedule": "schedule"},
+    "dpm_solver": {"order": "order", "schedule": "schedule"},
     "langevin": {"n_steps_each": "n_steps_each", "step_lr": "step_lr", "schedule": "schedule"},
 }
 
@@ -151,7 +152,9 @@ def sample_kwargs(config) -> Dict[str, Any]:
     """Keyword arguments of `sde_lib.sampling.sample` from `config.sampling` (method, eps,
     denoise, N and the method's own options)."""
     s = config.sampling
-    options = {opt: s[field] for opt, field in SAMPLER_FIELDS[s.method].items()}
+    # A field left at None takes the sampler's own default (e.g. the schedule: uniform for the
+    # chain-based predictors, log-SNR for the continuous-time ones).
+    options = {opt: s[field] for opt, field in SAMPLER_FIELDS[s.method].items() if s[field] is not None}
     return dict(method=s.method, eps=s.eps, denoise=s.denoise, N=s.N, **options)
 
 
@@ -209,7 +212,7 @@ def check_config(config, *, check_network: bool = True) -> None:
     _choice("sampling.method", s.method, SAMPLER_FIELDS)
     _choice("sampling.predictor", s.predictor, predictors_lib.PREDICTORS)
     _choice("sampling.corrector", s.corrector, correctors_lib.CORRECTORS)
-    _choice("sampling.schedule", s.schedule, sampling_lib.SCHEDULES)
+    _choice("sampling.schedule", s.schedule, (None,) + tuple(sampling_lib.SCHEDULES))
     _choice("sampling.solver", s.solver, ODE_METHODS)
     _choice("sampling.sde_solver", s.sde_solver, SDE_SOLVERS)
     if not (0.0 < s.eps < sde.T):
