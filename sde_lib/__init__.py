@@ -5,9 +5,11 @@ Public names:
   scores:      NetworkScore, CountingScore
   oracle:      GaussianMixture (exact scores, marginals and log-densities under every SDE)
   submodules:  sampling (sample), likelihood (log_likelihood, bits_per_dim), losses, ode,
-               predictors, correctors, data
+               predictors, correctors, guidance (classifier_free, classifier), controllable
+               (inpaint, colorize), data; the application (training, checkpoints, runs) is
+               sde_lib.app, used by main.py
 """
-from . import correctors, data, likelihood, losses, ode, oracle, predictors, sampling
+from . import controllable, correctors, data, guidance, likelihood, losses, ode, oracle, predictors, sampling
 from .oracle import GaussianMixture
 from .reverse import ReverseSDE
 from .score import CountingScore, NetworkScore
@@ -16,5 +18,6 @@ from .sdes import SDE, SDES, CosineVPSDE, VESDE, VPSDE, build_sde, subVPSDE
 __all__ = [
     "SDE", "SDES", "VPSDE", "subVPSDE", "VESDE", "CosineVPSDE", "ReverseSDE", "build_sde",
     "NetworkScore", "CountingScore", "GaussianMixture",
-    "correctors", "data", "likelihood", "losses", "ode", "oracle", "predictors", "sampling",
+    "controllable", "correctors", "data", "guidance", "likelihood", "losses", "ode", "oracle",
+    "predictors", "sampling",
 ]
