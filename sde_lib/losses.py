@@ -55,7 +55,8 @@ class ImportanceTimeSampler:
     def sample(self, n: int, generator: Optional[torch.Generator] = None, device=None):
         """Return (t, weight), each (n,) float64, with
         E[weight h(t)] = E_{t ~ U[eps, T]}[g(t)^2 / std(t)^2 h(t)] for any h."""
-        u = torch.rand(n, generator=generator, dtype=torch.float64) * self.total
+        u = torch.rand(n, generator=generator, dtype=torch.float64,
+                       device=generator.device if generator is not None else None).cpu() * self.total
         j = torch.searchsorted(self.cdf, u, right=True).clamp(1, len(self.grid) - 1) - 1
         frac = (u - self.cdf[j]) / (self.cdf[j + 1] - self.cdf[j])
         t = self.grid[j] + frac * (self.grid[j + 1] - self.grid[j])
@@ -103,7 +104,8 @@ class DenoisingScoreMatching:
             t, weight = self.time_sampler.sample(B, generator=generator, device=x0.device)
             t = t.to(x0.dtype)
         elif t is None:
-            u = torch.rand(B, generator=generator, dtype=torch.float64).to(x0.device)
+            u = torch.rand(B, generator=generator, dtype=torch.float64,
+                           device=generator.device if generator is not None else x0.device).to(x0.device)
             t = (u * (sde.T - self.eps) + self.eps).to(x0.dtype)
         z = randn_like(x0, generator) if noise is None else noise
         mean, std = sde.marginal_prob(x0, t)
@@ -151,7 +153,8 @@ def discrete_dsm_loss(
     """
     B = x0.shape[0]
     if levels is None:
-        levels = torch.randint(0, sde.N, (B,), generator=generator).to(x0.device)
+        levels = torch.randint(0, sde.N, (B,), generator=generator,
+                               device=generator.device if generator is not None else x0.device).to(x0.device)
     z = randn_like(x0, generator) if noise is None else noise
     alpha, std = sde.discrete_marginal_coeffs(levels)
     x_i = batch_broadcast(alpha, x0) * x0 + batch_broadcast(std, x0) * z

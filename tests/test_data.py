@@ -476,3 +476,11 @@ def test_factory_toy_sizes_and_bad_configs():
         data_shape({"dataset": "image_folder", "image_size": 0})
     with pytest.raises(ValueError, match="num_train"):
         build_datasets({"dataset": "two_moons", "num_train": 0})
+
+
+def test_fake_cifar10_with_fewer_images_than_batches(tmp_path):
+    """Some of the five training batches are then empty; an empty array must still load."""
+    from sde_lib.data.testing import write_fake_cifar10
+    write_fake_cifar10(tmp_path, n_train=3, n_test=2, seed=0)
+    train, test = build_datasets({"dataset": "cifar10", "root": str(tmp_path), "image_size": 32})
+    assert (len(train), len(test)) == (3, 2)

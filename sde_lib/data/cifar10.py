@@ -56,6 +56,8 @@ class _BatchUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
         ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
         ("__builtin__", "object"), ("builtins", "object"),
+        # An empty array pickles its (empty) buffer through the bytes constructor.
+        ("__builtin__", "bytes"), ("builtins", "bytes"),
     }
 
     def find_class(self, module: str, name: str):
