@@ -65,6 +65,9 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted_run(tmp_path):
 
     # 2. Rerun, and kill it inside a checkpoint write (after the temporary file is complete,
     #    before it is moved into place).
+    # The first kill may itself have left a temporary file; clear it (the rerun would do the same
+    # at start-up) so that the wait below sees the new run's write, not the old leftover.
+    ckdir.remove_temporaries()
     proc = start(run, **{checkpoints.SLOW_WRITE_ENV: "60"})
     wait_for(lambda: any(ckdir.dir.glob(".*.tmp")), proc)
     out = kill(proc)
