@@ -6,7 +6,6 @@ where x_mean is the step without its noise. Predictors are built once per sampli
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Tuple
 
 import torch

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from . import correctors as correctors_lib
 from . import predictors as predictors_lib
 from .score import CountingScore
-from .utils import (batch_broadcast, check_choice, check_end_time, check_finite, check_positive,
+from .utils import (check_choice, check_end_time, check_finite, check_positive,
                     check_positive_int, check_shape, randn_like)
 
 Tensor = torch.Tensor

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import abc
 import math
-from typing import Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 import torch
 
 from .utils import batch_broadcast, check_positive, check_positive_int, flat_sum, randn
 
 Tensor = torch.Tensor
+
+if TYPE_CHECKING:  # the reverse SDE imports this module
+    from .reverse import ReverseSDE
 
 
 def _f64(t: Tensor) -> Tensor:

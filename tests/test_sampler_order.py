@@ -8,7 +8,6 @@ For data N(mu, v) every SDE here keeps p_t Gaussian and the exact score linear, 
 """
 import math
 
-import numpy as np
 import pytest
 import torch
 

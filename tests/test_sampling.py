@@ -1,11 +1,9 @@
 """Samplers with exact Gaussian-mixture scores: they reach the true distribution; DDPM comes out exactly."""
-import math
-
 import pytest
 import torch
 
 from mixtures import compare_to_truth, image_mixture, random_directions, sliced_w2, sw2_noise_floor, two_d_mixture
-from sde_lib import VESDE, VPSDE, NetworkScore, subVPSDE
+from sde_lib import VESDE, VPSDE, subVPSDE
 from sde_lib.sampling import sample
 
 SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}

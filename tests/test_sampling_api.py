@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, NetworkScore, subVPSDE
+from sde_lib import VESDE, VPSDE, NetworkScore
 from sde_lib.sampling import METHODS, sample, time_grid, time_points
 
 
