@@ -132,7 +132,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     # Inpainting and colorization (--mode inpaint / colorize); the sampler's own options
     # (predictor, corrector, snr, n_steps, schedule, solver, rtol, atol, eps, denoise, N) come
-    # from config.sampling.
+    # from config.sampling; class label and guidance are this group's own (one of each).
     config.controllable = controllable = ml_collections.ConfigDict()
     controllable.method = "replacement"   # sde_lib.controllable.METHODS: replacement, repaint, smc
     controllable.sampler = "pc"           # pc | ddpm | ode (smc: ddpm; ode: replacement only)
@@ -143,6 +143,9 @@ def default_config() -> ml_collections.ConfigDict:
     controllable.ess_threshold = 0.5
     controllable.known_dim = 0            # 2-D toys: the known coordinate ...
     controllable.known_value = 1.5        # ... and its value
+    controllable.class_label = placeholder(int)  # None: unconditional; an int: that class ...
+    controllable.guidance = "none"        # ... with its own guidance (as config.sampling)
+    controllable.guidance_scale = 1.0
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 1024      # per rank, for the test loss and the likelihood

@@ -241,86 +241,104 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def label_values(config) -> Optional[List[int]]:
-    """The classes `config.sampling.class_label` names, in order: None (unconditional), [k] for an
-    int k, the list itself, or every class for -1.
+def label_values(config, group: str = "sampling") -> Optional[List[int]]:
+    """The classes `config.<group>.class_label` names, in order: None (unconditional), [k] for an
+    int k, the list itself, or every class for -1. `group`: "sampling" (sample mode) or
+    "controllable" (inpaint, colorize).
 
     Raises:
       ValueError: not an int or a list of ints; a label out of range; labels for unlabelled data.
     """
-    spec = config.sampling.class_label
+    spec = config[group].class_label
     if spec is None:
         return None
     values = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not values or not all(_is_int(v) for v in values):
-        raise ValueError(f"config.sampling.class_label={spec!r}: expected an int, a list of ints,"
+        raise ValueError(f"config.{group}.class_label={spec!r}: expected an int, a list of ints,"
                          f" or {ALL_CLASSES} for all classes")
     K = data_num_classes(config)
     if K == 0:
-        raise ValueError(f"config.sampling.class_label={spec!r}, but dataset"
+        raise ValueError(f"config.{group}.class_label={spec!r}, but dataset"
                          f" {config.data.dataset!r} has no class labels")
     if values == [ALL_CLASSES]:
         return list(range(K))
     bad = [v for v in values if not 0 <= v < K]
     if bad:
-        raise ValueError(f"config.sampling.class_label={spec!r}: label(s) {bad} out of range;"
+        raise ValueError(f"config.{group}.class_label={spec!r}: label(s) {bad} out of range;"
                          f" {config.data.dataset!r} has {K} classes (0..{K - 1}), or"
                          f" {ALL_CLASSES} for all of them")
     return values
 
 
 def class_labels(config, n: int) -> Optional[Tensor]:
-    """Labels (n,) long of n samples: sample i gets the (i mod L)-th of `label_values` (so -1
-    cycles through all classes); None without class labels."""
+    """Labels (n,) long of n samples of sample mode: sample i gets the (i mod L)-th of
+    `label_values` (so -1 cycles through all classes); None without class labels."""
     values = label_values(config)
     if values is None:
         return None
     return torch.tensor(values, dtype=torch.long)[torch.arange(n) % len(values)]
 
 
-def guidance_scales(config) -> List[float]:
-    """`config.sampling.guidance_scale` as a list (one sampling run per value).
+def guidance_scales(config, group: str = "sampling") -> List[float]:
+    """`config.<group>.guidance_scale` as a list (sample mode: one sampling run per value).
 
     Raises:
       ValueError: a value that is not a finite number >= 0, or an empty list.
     """
-    spec = config.sampling.guidance_scale
+    spec = config[group].guidance_scale
     values = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                         and math.isfinite(v) and v >= 0 for v in values)
     if not ok:
-        raise ValueError(f"config.sampling.guidance_scale={spec!r}: expected a number >= 0 or a"
+        raise ValueError(f"config.{group}.guidance_scale={spec!r}: expected a number >= 0 or a"
                          " list of them, e.g. (0, 1, 2, 4)")
     return [float(v) for v in values]
 
 
-def check_guidance(config) -> None:
-    """Guidance, labels and model must fit together (see docs/app.md, "Class labels and guidance").
+def check_guidance(config, group: str = "sampling") -> None:
+    """Guidance, labels and model must fit together (docs/app.md, "Class labels and guidance"):
+    `config.sampling` for sample mode, `config.controllable` (one label, one scale) for inpaint
+    and colorize.
 
     Raises:
       ValueError: naming the field and the fix.
     """
-    s = config.sampling
-    _choice("sampling.guidance", s.guidance, GUIDANCE)
-    guidance_scales(config)
-    labels = label_values(config)
+    g = config[group]
+    _choice(f"{group}.guidance", g.guidance, GUIDANCE)
+    scales = guidance_scales(config, group)
+    labels = label_values(config, group)
+    if group != "sampling" and (len(scales) > 1 or (labels is not None and len(labels) > 1)):
+        raise ValueError(f"config.{group}: one class label and one guidance scale (got class_label="
+                         f"{g.class_label!r}, guidance_scale={g.guidance_scale!r})")
+    if len(scales) > 1 and g.guidance == "none":
+        raise ValueError(f"config.{group}.guidance_scale={g.guidance_scale!r} is a list, but"
+                         f" {group}.guidance='none' has no scale; set guidance='classifier_free'"
+                         " or 'classifier'")
     conditional = is_conditional(config)
-    if s.guidance != "none" and labels is None:
-        raise ValueError(f"config.sampling.guidance={s.guidance!r} needs class labels: set"
-                         f" config.sampling.class_label to a class, a list, or {ALL_CLASSES} for all")
-    if s.guidance == "classifier_free" and not conditional:
-        raise ValueError("config.sampling.guidance='classifier_free' needs a class-conditional model"
+    if g.guidance != "none" and labels is None:
+        raise ValueError(f"config.{group}.guidance={g.guidance!r} needs class labels: set"
+                         f" config.{group}.class_label to a class"
+                         + (f", a list, or {ALL_CLASSES} for all" if group == "sampling" else ""))
+    if g.guidance == "classifier_free" and not conditional:
+        raise ValueError(f"config.{group}.guidance='classifier_free' needs a class-conditional model"
                          " (training.conditional=True, trained with label dropout p_uncond > 0);"
                          " this model is unconditional: use guidance='classifier' with a classifier"
                          " trained by --mode train_classifier")
-    if s.guidance == "classifier_free" and config.training.p_uncond <= 0:
-        raise ValueError("config.sampling.guidance='classifier_free' needs the unconditional score,"
+    if g.guidance == "classifier_free" and config.training.p_uncond <= 0:
+        raise ValueError(f"config.{group}.guidance='classifier_free' needs the unconditional score,"
                          " which a model trained with training.p_uncond=0 never learned; train with"
                          " p_uncond = 0.1 to 0.2")
-    if s.guidance == "none" and labels is not None and not conditional:
-        raise ValueError(f"config.sampling.class_label={s.class_label!r} on an unconditional model:"
+    if g.guidance == "none" and labels is not None and not conditional:
+        raise ValueError(f"config.{group}.class_label={g.class_label!r} on an unconditional model:"
                          " train with training.conditional=True, or use guidance='classifier'"
                          " (--mode train_classifier)")
+
+
+def uses_classifier(config, modes) -> bool:
+    """Whether one of `modes` guides with the classifier."""
+    return ((config.sampling.guidance == "classifier" and "sample" in modes)
+            or (config.controllable.guidance == "classifier"
+                and any(m in modes for m in ("inpaint", "colorize"))))
 
 
 # --------------------------------------------------------------------- inpainting, colorization
@@ -388,7 +406,8 @@ def check_config(config, *, check_network: bool = True) -> None:
         if int(s[field]) < 1:
             raise ValueError(f"config.sampling.{field}={s[field]!r}: expected an integer >= 1")
 
-    check_guidance(config)
+    check_guidance(config, "sampling")
+    check_guidance(config, "controllable")
     check_classifier(config, sde)
     check_controllable(config)
 

@@ -143,7 +143,7 @@ def load_classifier(config, workdir: Optional[Path], device: torch.device, sde,
 
 
 def missing_classifier_message(workdir) -> str:
-    return (f"config.sampling.guidance='classifier' needs a classifier, but"
+    return (f"guidance='classifier' needs a classifier, but"
             f" {classifier_dir(workdir) / 'checkpoints'} has none: train one first"
             " (--mode=train_classifier,sample), or pass --classifier_checkpoint=PATH")
 
