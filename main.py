@@ -98,6 +98,7 @@ def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None
     if checkpoint and not Path(checkpoint).is_file():
         raise UsageError(f"--checkpoint={checkpoint!r}: no such file")
     factory.check_config(config, check_network=official is None)
+    controllable_run.check_inputs(config, modes, input_path, mask_path)
     if any(m in modes for m in ("train", "train_classifier", "eval")):
         check_data_available(config)
     if "train_classifier" in modes and factory.data_num_classes(config) < 2:
@@ -118,7 +119,6 @@ def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None
         elif not ("train_classifier" in modes and modes.index("train_classifier") < modes.index(guided[0])):
             if not CheckpointDir(loading.classifier_dir(workdir)).has_checkpoint():
                 raise UsageError(loading.missing_classifier_message(workdir))
-    controllable_run.check_inputs(config, modes, input_path, mask_path)
     return official
 
 

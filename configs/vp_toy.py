@@ -90,8 +90,13 @@ def get_config():
     classifier.optim.warmup = 100
     classifier.optim.schedule = "cosine"
 
-    # --mode inpaint: x_0 = 1.5 known, x_1 drawn; compared with the exact conditional.
-    config.controllable.num_samples = 2000
-    config.controllable.known_dim = 0
-    config.controllable.known_value = 1.5
+    # --mode inpaint: x_0 = 1.5 known, x_1 drawn and compared with the exact conditional. SMC
+    # (16 particles, DDPM posterior steps): replacement is biased here (docs/app.md).
+    controllable = config.controllable
+    controllable.method = "smc"
+    controllable.sampler = "ddpm"
+    controllable.particles = 16
+    controllable.num_samples = 500
+    controllable.known_dim = 0
+    controllable.known_value = 1.5
     return config

@@ -8,7 +8,8 @@ score model (`sde_lib.controllable`, Song et al. 2021, Sec. 5 and App. I).
 with `config.controllable`'s method and sampler and `config.sampling`'s sampler options, seeded by
 the sampling seed. Written beside the input: `<stem>_<mode>_<tag>.png` (a grid: the input, the
 masked or grey input, the samples), `.npz` (uint8 `samples`, `input`, `mask` or `gray`) and `.json`
-(NFE, wall time, options, and the largest change of a known pixel, 0 by construction).
+(NFE, wall time, options, and the largest change of a known pixel (uint8 levels) or of the grey
+level (model space), 0 by construction up to float rounding).
 
 On 2-D toys inpainting fixes one coordinate (`controllable.known_dim`, `known_value`) and draws
 the other; `<workdir>/samples/<tag>_inpaint_x<d>=<value>.{png,npz,json}` hold a scatter plot (the
@@ -221,10 +222,9 @@ def run_colorize(ctx: distributed.Context, config, workdir: Path, model, *, inpu
         source = to_images(x.cpu(), config)
         gray = to_images(x.cpu().mean(dim=1, keepdim=True).expand_as(x.cpu()), config)
         summary = _summary(config, model, "colorize", info, classifier)
-        # The channel mean of every sample is the input's grey level (in model space exactly; in
-        # uint8 up to the rounding of each channel).
-        summary["max_gray_level_change"] = (
-            (images.float().mean(1) - gray[:, 0].float()).abs().max().item())
+        # The channel mean of every sample is the input's grey level in model space (the saved
+        # uint8 images round and clip each channel, which can move it).
+        summary["max_gray_level_change"] = (samples.mean(1) - x.cpu().mean(1)).abs().max().item()
         stem = input_path.parent / f"{input_path.stem}_colorize_{model.tag}"
         summary = _write(stem, torch.cat([source, gray, images]),
                          {"samples": images.numpy(), "input": source.numpy(), "gray": gray[:, :1].numpy()},
