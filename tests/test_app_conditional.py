@@ -19,7 +19,8 @@ from configs import default_config
 from sde_lib import data as data_lib
 from sde_lib.app import distributed, factory, loading, training
 from sde_lib.data.testing import write_fake_cifar10
-from sde_lib.guidance import drop_labels
+from sde_lib.guidance import NetworkClassifier, drop_labels
+from sde_lib.losses import NoisyClassifierLoss
 from test_app_cifar10 import tiny_cifar
 from test_app_cli import tiny_sampling
 from test_app_training import assert_bitwise_equal, final_state, tiny_toy
@@ -115,6 +116,24 @@ def test_conditional_training_drops_labels_and_resumes_bitwise(tmp_path):
     assert_bitwise_equal(final_state(tmp_path / "ref"), final_state(tmp_path / "run"))
 
 
+def test_classifier_loss_is_the_cross_entropy_of_perturbed_data():
+    """NoisyClassifierLoss with the exact posterior p_t(y | x_t) of the toy mixture: -log p_t(y | x_t)
+    at x_t = alpha x_0 + std z; NetworkClassifier hands the network the SDE's labels 999 t."""
+    gm, sde = data_lib.default_toy_mixture(), factory.build_sde(conditional_toy())
+    g = torch.Generator().manual_seed(0)
+    x, y = gm.sample(256, generator=g, return_labels=True)
+    t, z = torch.rand(256, generator=g) * 0.9 + 0.05, torch.randn(256, 2, generator=g)
+    losses = NoisyClassifierLoss(sde)(lambda xt, tt: gm.class_log_posterior(xt, sde, tt), x, y, t=t, noise=z)
+    alpha, std = sde.marginal_coeffs(t)
+    x_t = alpha[:, None].float() * x + std[:, None].float() * z
+    torch.testing.assert_close(losses, -gm.class_log_posterior(x_t, sde, t).gather(1, y[:, None])[:, 0])
+    seen = []
+    log_prob_fn = NetworkClassifier(lambda xt, labels: seen.append(labels) or torch.zeros(len(xt), 8), sde)
+    log_p = log_prob_fn(x, t)
+    torch.testing.assert_close(log_p.exp().sum(1), torch.ones(256))
+    torch.testing.assert_close(seen[0], 999 * t)
+
+
 # ---------------------------------------------------------------------- sampling with guidance
 def test_classifier_free_guidance_grid_through_main_run(toy_run):
     workdir, results = toy_run
@@ -132,6 +151,23 @@ def test_classifier_free_guidance_grid_through_main_run(toy_run):
         assert set(classes["per_class"]) == set(range(8)) and 0 <= classes["purity_soft"] <= 1
         assert classes["class_entropy"] == pytest.approx(
             data_lib.default_toy_mixture().component_entropies()[np.arange(20) % 8].mean().item())
+
+
+@pytest.mark.parametrize("method,extra", [("pc", {}), ("ddim", {"eta": 0.5}), ("ddpm", {"N": 50}),
+                                          ("dpm_solver", {}), ("langevin", {"n_steps_each": 1}),
+                                          ("sde_solver", {})])
+@pytest.mark.parametrize("guidance", ["classifier_free", "classifier"])
+def test_guidance_with_every_sampler(toy_run, method, extra, guidance):
+    workdir, _ = toy_run
+    config = conditional_toy()
+    config.sampling.method, config.sampling.guidance, config.sampling.guidance_scale = method, guidance, 2.0
+    for k, v in extra.items():
+        config.sampling[k] = v
+    summary = main.run(config, "sample", workdir, progress=False)["sample"]
+    assert summary["method"] == method and summary["guidance"] == guidance and summary["nfe"] > 0
+    symbol = "w" if guidance == "classifier_free" else "s"
+    assert summary["files"]["npz"].endswith(f"step_00000030_{method}_{guidance}_{symbol}2.npz")
+    assert np.isfinite(np.load(summary["files"]["npz"])["samples"]).all()
 
 
 def test_classifier_training_reduces_cross_entropy(toy_run):

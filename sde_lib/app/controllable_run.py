@@ -267,7 +267,7 @@ def _inpaint_toy(config, workdir: Path, model, device: torch.device, classifier,
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{model.tag}_inpaint_x{d}={value:g}"
     png, npz, js = (stem.with_name(stem.name + ext) for ext in (".png", ".npz", ".json"))
-    plots.save_inpainting_scatter(train_ds.x[: len(samples)], samples, d, value, png,
+    plots.save_inpainting_scatter(train_ds.x[: max(len(samples), 2000)], samples, d, value, png,
                                   exact=exact, title=f"{config.sde.name}, {c.method} ({c.sampler}),"
                                   f" NFE {info['nfe']:.0f}")
     np.savez_compressed(npz, samples=samples.numpy())

@@ -248,9 +248,11 @@ def save_guidance_grid(config, panels: List[Tuple[float, torch.Tensor, torch.Ten
     n = max(len(x) for _, x, _ in panels)
     columns = [("data", train_ds.x[:n], train_ds.y[:n])]
     for w, x, y in panels:
-        name = f"{symbol} = {w:g}"
+        name = f"{symbol} = {w:g}" + (" (unconditional)" if w == 0 else "")
         quality = toy_class_quality(config, x, y)
-        if quality:
-            name += f"\npurity {quality['purity_soft']:.3f}, NLL-H {quality['class_nll'] - quality['class_entropy']:+.2f}"
+        if quality:  # soft purity; class NLL - class entropy (meaningless for unconditional samples)
+            name += f"\npurity {quality['purity_soft']:.3f}"
+            if w > 0:
+                name += f", NLL - H {quality['class_nll'] - quality['class_entropy']:+.2f}"
         columns.append((name, x, y))
     plots.save_class_scatter_grid(columns, path, title=f"{title}, {g} guidance" if title else g)

@@ -334,9 +334,9 @@ class Trainer:
         try:
             while self.step < t.n_iters:
                 x, y = next(batches)
-                y = self.training_labels(y)
-                args = (x,) if y is None else (x, y.to(ctx.device, non_blocking=True))
-                out = self.train_step(*(a.to(ctx.device, non_blocking=True) for a in args))
+                y = self.training_labels(y)  # label dropout happens here, on the CPU
+                batch = (x,) if y is None else (x, y)
+                out = self.train_step(*(v.to(ctx.device, non_blocking=True) for v in batch))
                 self.track_finite(out)
                 loss_sum += out["loss"]
                 interval_steps += 1
