@@ -6,9 +6,14 @@
     torchrun --nproc_per_node=8 main.py --config configs/vp_cifar10.py --mode train --workdir runs/vp
     python main.py --config configs/vp_cifar10.py --mode sample --workdir runs/official \\
         --official_checkpoint checkpoint_8.pth --official_config official_config.json
+    python main.py --config configs/vp_toy_conditional.py --mode train,sample --workdir runs/cond
+    python main.py --config configs/vp_cifar10.py --mode inpaint --workdir runs/vp \\
+        --input photo.png --mask mask.png
 
 Modes (comma-separated, run in order): train (resumes from the workdir's latest checkpoint),
-sample (writes <workdir>/samples/), eval (writes <workdir>/eval/). docs/app.md has the details.
+train_classifier (the classifier of classifier guidance, in <workdir>/classifier/), sample
+(writes <workdir>/samples/; class labels and guidance from config.sampling), eval (writes
+<workdir>/eval/), inpaint and colorize (write beside --input). docs/app.md has the details.
 """
 import sys
 from pathlib import Path
@@ -17,7 +22,9 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 ROOT = Path(__file__).resolve().parent
-MODES = ("train", "sample", "eval")
+MODES = ("train", "sample", "eval", "train_classifier", "inpaint", "colorize")
+TRAINING_MODES = ("train", "train_classifier")
+GUIDED_MODES = ("sample", "inpaint", "colorize")  # may guide with the classifier
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -28,6 +35,10 @@ flags.DEFINE_string("workdir", None, "Run directory: checkpoints, TensorBoard lo
 flags.DEFINE_string("checkpoint", None, "Checkpoint for sample/eval (default: the workdir's latest; EMA weights).")
 flags.DEFINE_string("official_checkpoint", None, "An official score_sde_pytorch checkpoint (.pth) to sample/evaluate.")
 flags.DEFINE_string("official_config", None, "The official config of --official_checkpoint, as JSON.")
+flags.DEFINE_string("classifier_checkpoint", None,
+                    "Classifier for guidance='classifier' (default: the workdir's latest, W/classifier/).")
+flags.DEFINE_string("input", None, "--mode inpaint/colorize: the input image (PNG of the model's size).")
+flags.DEFINE_string("mask", None, "--mode inpaint: the mask (PNG of the input's size; white = known).")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "Device; auto = the local GPU if any.")
 flags.DEFINE_bool("progress", True, "Show progress bars (else print a line per log step).")
 
@@ -58,13 +69,13 @@ def check_data_available(config) -> None:
 
 
 def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None,
-            official_config=None):
-    """Every check that needs no work: arguments, config choices, data, checkpoints.
+            official_config=None, classifier_checkpoint=None, input_path=None, mask_path=None):
+    """Every check that needs no work: arguments, config choices, data, checkpoints, inputs.
 
     Returns the official config (a dict) when an official checkpoint is used, else None; the
     official SDE and data-shape fields are then applied to `config` in place.
     """
-    from sde_lib.app import factory, loading
+    from sde_lib.app import controllable_run, factory, loading
     from sde_lib.app.checkpoints import CheckpointDir
 
     if not workdir:
@@ -76,7 +87,8 @@ def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None
             raise UsageError("--official_checkpoint and --official_config go together: the .pth"
                              " file and its official config as JSON")
         if "train" in modes:
-            raise UsageError("--official_checkpoint is for --mode sample and/or eval, not train")
+            raise UsageError("--official_checkpoint is for --mode sample, eval, inpaint, colorize,"
+                             " not train")
         if checkpoint:
             raise UsageError("pass either --checkpoint or --official_checkpoint, not both")
         if not Path(official_checkpoint).is_file():
@@ -86,23 +98,36 @@ def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None
     if checkpoint and not Path(checkpoint).is_file():
         raise UsageError(f"--checkpoint={checkpoint!r}: no such file")
     factory.check_config(config, check_network=official is None)
-    if "train" in modes or "eval" in modes:
+    controllable_run.check_inputs(config, modes, input_path, mask_path)
+    if any(m in modes for m in ("train", "train_classifier", "eval")):
         check_data_available(config)
-    needs_weights = [m for m in modes if m != "train"]
+    if "train_classifier" in modes and factory.data_num_classes(config) < 2:
+        raise UsageError(f"--mode train_classifier needs labelled data, but dataset"
+                         f" {config.data.dataset!r} has no classes")
+    needs_weights = [m for m in modes if m not in TRAINING_MODES]
     if needs_weights and "train" not in modes and official is None and not checkpoint:
         if not CheckpointDir(workdir).has_checkpoint():
             raise UsageError(
                 f"--mode={needs_weights[0]} needs a trained model, but {workdir}/checkpoints"
                 " has none: train first (--mode=train,sample), or pass --checkpoint=PATH or"
                 " --official_checkpoint=PATH --official_config=JSON")
+    guided = [m for m in modes if m in GUIDED_MODES]
+    if factory.uses_classifier(config, modes):
+        if classifier_checkpoint:
+            if not Path(classifier_checkpoint).is_file():
+                raise UsageError(f"--classifier_checkpoint={classifier_checkpoint!r}: no such file")
+        elif not ("train_classifier" in modes and modes.index("train_classifier") < modes.index(guided[0])):
+            if not CheckpointDir(loading.classifier_dir(workdir)).has_checkpoint():
+                raise UsageError(loading.missing_classifier_message(workdir))
     return official
 
 
 def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, official_config=None,
-        device="auto", progress=True):
+        classifier_checkpoint=None, input_path=None, mask_path=None, device="auto", progress=True):
     """Check everything, then run `modes` in order (the command line without absl).
 
-    Returns {mode: result}: the final step for train, the summaries of sample and eval.
+    Returns {mode: result}: the final step for train and train_classifier, the summaries of
+    sample, eval, inpaint and colorize.
 
     Raises:
       ValueError, FileNotFoundError: user mistakes, before any work starts.
@@ -110,22 +135,26 @@ def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, of
     """
     import torch
 
-    from sde_lib.app import distributed, evaluation, loading, sampling_run, training
+    from sde_lib.app import (controllable_run, distributed, evaluation, factory, loading, sampling_run,
+                             training)
 
     if isinstance(modes, str):
         modes = parse_modes(modes)
     official = prepare(config, modes, workdir, checkpoint=checkpoint,
-                       official_checkpoint=official_checkpoint, official_config=official_config)
+                       official_checkpoint=official_checkpoint, official_config=official_config,
+                       classifier_checkpoint=classifier_checkpoint, input_path=input_path,
+                       mask_path=mask_path)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     ctx = distributed.init(device)
     progress = progress and ctx.is_main
     workdir = Path(workdir)
-    model, results = None, {}
+    model, classifier, results = None, None, {}
     try:
         for mode in modes:
-            if mode == "train":
-                results[mode] = training.train(config, workdir, ctx, progress=progress)
+            if mode in TRAINING_MODES:
+                train = training.train if mode == "train" else training.train_classifier
+                results[mode] = train(config, workdir, ctx, progress=progress)
                 continue
             if model is None:
                 if official is not None:
@@ -134,8 +163,25 @@ def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, of
                     model = loading.load_trained(config, workdir, ctx.device, checkpoint)
                 if ctx.is_main:
                     print(f"[{mode}] weights: {model.source} (step {model.step}, EMA)", flush=True)
-            run_mode = sampling_run.run if mode == "sample" else evaluation.run
-            results[mode] = run_mode(ctx, config, workdir, model, progress=progress)
+            if factory.uses_classifier(config, [mode]) and classifier is None:
+                classifier = loading.load_classifier(config, workdir, ctx.device, model.sde,
+                                                     classifier_checkpoint)
+                if ctx.is_main:
+                    print(f"[{mode}] classifier: {classifier.source} (step {classifier.step}, EMA)",
+                          flush=True)
+            if mode == "sample":
+                results[mode] = sampling_run.run(ctx, config, workdir, model, classifier=classifier,
+                                                 progress=progress)
+            elif mode == "eval":
+                results[mode] = evaluation.run(ctx, config, workdir, model, progress=progress)
+            elif mode == "inpaint":
+                results[mode] = controllable_run.run_inpaint(
+                    ctx, config, workdir, model, input_path=input_path, mask_path=mask_path,
+                    classifier=classifier, progress=progress)
+            else:
+                results[mode] = controllable_run.run_colorize(
+                    ctx, config, workdir, model, input_path=input_path, classifier=classifier,
+                    progress=progress)
     finally:
         distributed.shutdown()
     return results
@@ -149,7 +195,8 @@ def main(argv):
     try:
         run(FLAGS.config, FLAGS.mode, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
             official_checkpoint=FLAGS.official_checkpoint, official_config=FLAGS.official_config,
-            device=FLAGS.device, progress=FLAGS.progress)
+            classifier_checkpoint=FLAGS.classifier_checkpoint, input_path=FLAGS.input,
+            mask_path=FLAGS.mask, device=FLAGS.device, progress=FLAGS.progress)
     except NonFiniteLossError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(3)

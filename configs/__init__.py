@@ -5,7 +5,10 @@ The groups mirror the objects they build (docs/app.md lists every field):
   config.model     the network and its output      (models.build_model, sde_lib.NetworkScore)
   config.training  the loop, loss, checkpoints     (sde_lib.app.training)
   config.optim     Adam, warm-up, clipping         (sde_lib.app.training)
-  config.sampling  `sde_lib.sampling.sample`       (sde_lib.app.sampling_run)
+  config.sampling  `sde_lib.sampling.sample`, class labels and guidance (sde_lib.app.sampling_run)
+  config.classifier  the noise-conditional classifier for classifier guidance: its network
+                   (`model`, models.build_classifier), loop (`training`) and Adam (`optim`)
+  config.controllable  inpainting and colorization (sde_lib.controllable, sde_lib.app.controllable_run)
   config.eval      test loss and likelihood        (sde_lib.app.evaluation)
   config.data      data sets and loaders           (sde_lib.data)
   config.seed, config.threads
@@ -14,7 +17,23 @@ The groups mirror the objects they build (docs/app.md lists every field):
 the official score_sde_pytorch `configs/default_cifar10_configs.py`; the files override it.
 """
 import ml_collections
+from ml_collections import FieldReference
 from ml_collections.config_dict import placeholder
+
+
+def optim_group(*, lr: float = 2e-4, warmup: int = 5000, schedule: str = "constant",
+                weight_decay: float = 0.0, grad_clip: float = 1.0) -> ml_collections.ConfigDict:
+    """Adam with a linear warm-up, clipping and a schedule (sde_lib.app.training.build_optimizer)."""
+    optim = ml_collections.ConfigDict()
+    optim.lr = lr
+    optim.beta1 = 0.9
+    optim.beta2 = 0.999
+    optim.eps = 1e-8
+    optim.weight_decay = weight_decay
+    optim.warmup = warmup           # linear warm-up steps
+    optim.grad_clip = grad_clip     # max global gradient norm; <= 0 disables
+    optim.schedule = schedule       # after warm-up: constant | cosine (to 0 at n_iters)
+    return optim
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -53,16 +72,13 @@ def default_config() -> ml_collections.ConfigDict:
     training.mixed_precision = "none"   # none | bf16 (autocast)
     training.compile = False        # torch.compile the network
     training.deterministic = False  # deterministic kernels (bitwise-reproducible resumes on GPU)
+    # Class conditioning: the network gets model.num_classes = the data's classes, and each
+    # training label is replaced by the null label with probability p_uncond (label dropout), so
+    # one network learns the conditional and the unconditional score (classifier-free guidance).
+    training.conditional = False
+    training.p_uncond = 0.1
 
-    config.optim = optim = ml_collections.ConfigDict()
-    optim.lr = 2e-4
-    optim.beta1 = 0.9
-    optim.beta2 = 0.999
-    optim.eps = 1e-8
-    optim.weight_decay = 0.0
-    optim.warmup = 5000             # linear warm-up steps
-    optim.grad_clip = 1.0           # max global gradient norm; <= 0 disables
-    optim.schedule = "constant"     # after warm-up: constant | cosine (to 0 at n_iters)
+    config.optim = optim_group(lr=2e-4, warmup=5000)
 
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"          # sde_lib.sampling.METHODS
@@ -86,6 +102,50 @@ def default_config() -> ml_collections.ConfigDict:
     sampling.num_samples = 64
     sampling.batch_size = 64        # per rank
     sampling.seed = placeholder(int)  # None = config.seed
+    # Class labels: None (unconditional), an int, a list (cycled over the samples) or -1 (all
+    # classes cycled: sample i gets class i % num_classes).
+    sampling.class_label = FieldReference(None, field_type=object)
+    sampling.guidance = "none"      # none | classifier_free (w) | classifier (scale s)
+    # w or s, or a list of them: one run per value and a guidance grid (samples/guidance_grid.png).
+    sampling.guidance_scale = FieldReference(1.0, field_type=object)
+
+    # The noise-conditional classifier p_t(y | x_t) of classifier guidance (--mode train_classifier),
+    # trained with cross-entropy on data perturbed by the SDE's kernel at t ~ U[eps, T].
+    config.classifier = classifier = ml_collections.ConfigDict()
+    classifier.model = clf_model = ml_collections.ConfigDict()
+    clf_model.name = "conv"         # models.CLASSIFIERS: mlp, conv
+    clf_model.nf = 64
+    clf_model.ch_mult = (1, 2, 2)
+    clf_model.num_res_blocks = 1
+    clf_model.embedding_type = "positional"  # of the time labels 999 t (VP); fourier for VE sigmas
+    clf_model.dropout = 0.0
+    classifier.training = clf_training = ml_collections.ConfigDict()
+    clf_training.batch_size = 128   # global
+    clf_training.n_iters = 20_000
+    clf_training.eps = 1e-5         # smallest training time
+    clf_training.log_freq = 100
+    clf_training.eval_freq = 500    # test cross-entropy on one test batch
+    clf_training.checkpoint_freq = 2000
+    clf_training.snapshot_freq = 0  # numbered snapshots; 0: only the last step
+    clf_training.ema_rate = 0.999   # guidance uses the EMA weights
+    classifier.optim = optim_group(lr=3e-4, warmup=500, schedule="cosine")
+
+    # Inpainting and colorization (--mode inpaint / colorize); the sampler's own options
+    # (predictor, corrector, snr, n_steps, schedule, solver, rtol, atol, eps, denoise, N) come
+    # from config.sampling; class label and guidance are this group's own (one of each).
+    config.controllable = controllable = ml_collections.ConfigDict()
+    controllable.method = "replacement"   # sde_lib.controllable.METHODS: replacement, repaint, smc
+    controllable.sampler = "pc"           # pc | ddpm | ode (smc: ddpm; ode: replacement only)
+    controllable.num_samples = 8          # samples per input
+    controllable.jump = 10                # repaint: the j and r of Lugmayr et al. (2022)
+    controllable.resample = 10
+    controllable.particles = 16           # smc
+    controllable.ess_threshold = 0.5
+    controllable.known_dim = 0            # 2-D toys: the known coordinate ...
+    controllable.known_value = 1.5        # ... and its value
+    controllable.class_label = placeholder(int)  # None: unconditional; an int: that class ...
+    controllable.guidance = "none"        # ... with its own guidance (as config.sampling)
+    controllable.guidance_scale = 1.0
 
     config.eval = evaluate = ml_collections.ConfigDict()
     evaluate.batch_size = 1024      # per rank, for the test loss and the likelihood

@@ -32,4 +32,5 @@ def get_config():
     config.sampling.predictor = "reverse_diffusion"
     config.sampling.corrector = "langevin"
     config.sampling.snr = 0.16
+    config.classifier.model.embedding_type = "fourier"   # of the labels sigma(t)
     return config

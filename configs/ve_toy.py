@@ -15,4 +15,5 @@ def get_config():
     config.model.embedding_type = "fourier"   # of the labels sigma(t)
     config.model.scale_by_sigma = True
     config.model.prediction = "score"
+    config.classifier.model.embedding_type = "fourier"   # of the labels sigma(t)
     return config

@@ -73,4 +73,30 @@ def get_config():
     data.dataset = "gaussian_mixture"
     data.num_train = 50_000
     data.num_test = 2000
+
+    # Classifier guidance (--mode train_classifier): an MLP p_t(y | x_t) over the 8 components.
+    classifier = config.classifier
+    classifier.model.name = "mlp"
+    classifier.model.hidden_dim = 128
+    classifier.model.num_blocks = 2
+    classifier.model.embedding_type = "positional"
+    classifier.training.batch_size = 512
+    classifier.training.n_iters = 2000
+    classifier.training.log_freq = 100
+    classifier.training.eval_freq = 500
+    classifier.training.checkpoint_freq = 1000
+    classifier.training.ema_rate = 0.999
+    classifier.optim.lr = 2e-3
+    classifier.optim.warmup = 100
+    classifier.optim.schedule = "cosine"
+
+    # --mode inpaint: x_0 = 1.5 known, x_1 drawn and compared with the exact conditional. SMC
+    # (16 particles, DDPM posterior steps): replacement is biased here (docs/app.md).
+    controllable = config.controllable
+    controllable.method = "smc"
+    controllable.sampler = "ddpm"
+    controllable.particles = 16
+    controllable.num_samples = 500
+    controllable.known_dim = 0
+    controllable.known_value = 1.5
     return config

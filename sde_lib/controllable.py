@@ -161,6 +161,8 @@ def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, ge
     schedule = schedule or ("uniform" if chain_based else "logsnr")
     jump, resample = check_positive_int("jump", jump), check_positive_int("resample", resample)
     sde = sde.with_num_levels(N)
+    if (chain_based and schedule == "uniform") or corrector != "none":  # these use the chain
+        sde.check_chain()
     predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow, levels=schedule == "uniform")
     kwargs = {"step_size_rule": step_size_rule} if corrector == "langevin" else {}
     n_steps = check_positive_int("n_steps", n_steps)

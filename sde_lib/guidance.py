@@ -10,6 +10,10 @@ unchanged, and its `nfe` counts guided evaluations:
     s = s(x, t) + scale grad_x log p_t(y | x). One guided evaluation is one score call plus one
     forward and backward pass of the classifier.
 
+Training helpers: `drop_labels` (label dropout to the null label, Ho & Salimans 2022, Alg. 1)
+for the one network that learns the conditional and unconditional scores, and
+`NetworkClassifier`, the adapter from a noise-conditional classifier network to `log_prob_fn`.
+
 For w = 1 (scale = 1) and exact ingredients both are the exact class-conditional score
 grad_x log p_t(x | y), so the sampler reaches p_0(x | y). For w > 1 the guided score is
 grad log p_t(x | y) + (w - 1) grad log p_t(y | x): the score of no diffused distribution in
@@ -18,9 +22,11 @@ general; samples become purer and, on the test mixtures, less spread (docs/guida
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
+
+from .utils import check_choice
 
 Tensor = torch.Tensor
 Labels = Union[int, Tensor]
@@ -136,3 +142,46 @@ def classifier(score_fn: Callable[[Tensor, Tensor], Tensor], log_prob_fn: Callab
         return score + scale * grad.detach().to(score.dtype)
 
     return guided_score
+
+
+def drop_labels(y: Tensor, p_uncond: float, null_label: int,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+    """Label dropout for classifier-free guidance (Ho & Salimans 2022, Alg. 1): each label is
+    replaced by `null_label` with probability `p_uncond`, independently.
+
+    Args:
+      y: (B,) integer labels.
+      p_uncond: dropout probability in [0, 1] (Ho & Salimans use 0.1 or 0.2).
+      null_label: the label meaning "no label" (num_classes for the networks in `models`).
+      generator: draws the B uniforms (on the CPU, in float64, like the losses' t).
+
+    Returns:
+      (B,) labels on y's device.
+
+    Raises:
+      ValueError: p_uncond outside [0, 1].
+    """
+    if isinstance(p_uncond, bool) or not (isinstance(p_uncond, (int, float)) and 0.0 <= p_uncond <= 1.0):
+        raise ValueError(f"p_uncond={p_uncond!r}: expected a probability in [0, 1]")
+    u = torch.rand(y.shape[0], generator=generator, dtype=torch.float64).to(y.device)
+    return torch.where(u < p_uncond, torch.full_like(y, null_label), y)
+
+
+class NetworkClassifier:
+    """log_prob_fn(x, t) = log_softmax(net(x, sde.network_time_label(t))): normalised class
+    log-probabilities (B, K) of a noise-conditional classifier network, for `classifier`.
+
+    Args:
+      net: callable net(x, labels) -> logits (B, K), labels (B,) in x's dtype.
+      sde: the SDE whose perturbed data the classifier was trained on (gives the time labels).
+      time_labels: "continuous" (999 t for VP, sigma(t) for VE) or "discrete".
+    """
+
+    def __init__(self, net: Callable[[Tensor, Tensor], Tensor], sde, time_labels: str = "continuous"):
+        check_choice("time_labels", time_labels, ("continuous", "discrete"))
+        self.net, self.sde = net, sde
+        self.discrete = time_labels == "discrete"
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        labels = self.sde.network_time_label(t, discrete=self.discrete).to(x.dtype)
+        return torch.log_softmax(self.net(x, labels), dim=-1)

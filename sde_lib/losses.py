@@ -1,7 +1,9 @@
-"""Denoising score matching objectives (Song et al. 2021, eq. 7; Ho et al. 2020; Song & Ermon 2019).
+"""Denoising score matching objectives (Song et al. 2021, eq. 7; Ho et al. 2020; Song & Ermon 2019),
+and the cross-entropy of a noise-conditional classifier (Song et al. 2021, App. I.1).
 
-Every loss takes a `score_fn(x, t)` and returns per-example losses (B,); a trainer takes their
-mean. Conditioning (class labels) is bound into `score_fn` by the caller.
+Every loss takes a `score_fn(x, t)` (the classifier loss a `log_prob_fn(x, t)`) and returns
+per-example losses (B,); a trainer takes their mean. Conditioning (class labels) is bound into
+`score_fn` by the caller.
 """
 from __future__ import annotations
 
@@ -170,3 +172,34 @@ def ddpm_loss(sde, score_fn, x0, **kwargs) -> Tensor:
 def smld_loss(sde, score_fn, x0, **kwargs) -> Tensor:
     """SMLD/NCSN's loss on a VE SDE's sigma levels (alias of `discrete_dsm_loss`)."""
     return discrete_dsm_loss(sde, score_fn, x0, **kwargs)
+
+
+class NoisyClassifierLoss:
+    """Cross-entropy of a noise-conditional classifier p_t(y | x_t) on perturbed data (Song et al.
+    2021, App. I.1; Dhariwal & Nichol 2021, Sec. 4.1): t ~ U[eps, T], x_t = alpha(t) x_0 + std(t) z,
+    loss = -log p_t(y | x_t) per example.
+
+    Args:
+      sde: the forward SDE whose kernel perturbs the data (the score model's SDE).
+      eps: smallest time, in (0, T).
+    """
+
+    def __init__(self, sde, *, eps: float = 1e-5):
+        self.sde, self.eps = sde, check_end_time(eps, sde.T)
+
+    def __call__(self, log_prob_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor, y: Tensor, *,
+                 generator: Optional[torch.Generator] = None, t: Optional[Tensor] = None,
+                 noise: Optional[Tensor] = None) -> Tensor:
+        """Per-example losses (B,) for clean data x0 (B, ...) with labels y (B,).
+
+        `log_prob_fn(x, t)` returns normalised log-probabilities (B, K). `generator` draws t and
+        z; `t` and `noise` fix them instead.
+        """
+        B = x0.shape[0]
+        if t is None:
+            u = torch.rand(B, generator=generator, dtype=torch.float64).to(x0.device)
+            t = (u * (self.sde.T - self.eps) + self.eps).to(x0.dtype)
+        z = randn_like(x0, generator) if noise is None else noise
+        mean, std = self.sde.marginal_prob(x0, t)
+        log_p = log_prob_fn(mean + batch_broadcast(std, x0) * z, t)
+        return -log_p.gather(1, y.long().to(log_p.device)[:, None])[:, 0]

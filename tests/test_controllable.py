@@ -279,3 +279,9 @@ def test_bad_known_data_and_grey_images_are_refused():
         inpaint(sde, gm.score_fn(sde), torch.zeros(4, 2, dtype=torch.long), torch.tensor([0.0, 1.0]), N=5)
     with pytest.raises(ValueError, match=r"gray has shape \(2, 2, 4, 4\); expected \(B, 1, ...\) or \(B, 3, ...\)"):
         colorize(sde, color_mixture().score_fn(sde), torch.zeros(2, 2, 4, 4), N=5)
+
+
+def test_chain_based_inpainting_rejects_an_invalid_chain():
+    """DDPM steps on a VP chain of N <= beta_max levels have beta_i >= 1 (NaN): refused up front."""
+    with pytest.raises(ValueError, match="chain of N levels is invalid"):
+        inpaint(VPSDE(), lambda x, t: -x, torch.zeros(2, 2), torch.tensor([[1.0, 0.0]]), sampler="ddpm", N=3)

@@ -1,6 +1,9 @@
 """`--mode eval`: the test loss and the exact likelihood by the probability-flow ODE, written to
 `<workdir>/eval/<tag>.json`.
 
+The test loss of a class-conditional model is its conditional loss (the test labels, no label
+dropout); the likelihood is always the unconditional one (the null label).
+
 Likelihood (Song et al. 2021, sec. 4.3): bits/dim of uniformly dequantised test images (the
 test split is read with `uniform_dequantization = True` whatever the training setting, as the
 official evaluation does), nats per example and per dimension for 2-D data. On the Gaussian-mixture
@@ -10,6 +13,7 @@ its entropy. Standard errors are over test points (they include the Hutchinson p
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -37,11 +41,12 @@ def stack_items(dataset, indices) -> torch.Tensor:
 
 
 def per_example_test_loss(ctx: distributed.Context, loss_fn: Callable, score_fn: Callable, dataset, *,
-                          batch_size: int, num_batches: int, seed: int,
+                          batch_size: int, num_batches: int, seed: int, conditional: bool = False,
                           progress: bool = False) -> torch.Tensor:
     """Per-example losses of the first `num_batches * batch_size` test items (all when
     num_batches = 0), split over the ranks; the loss's t and noise come from a generator seeded
-    by (seed, rank). Returns the losses of all ranks, in item order (CPU float64)."""
+    by (seed, rank); a `conditional` score gets the items' class labels. Returns the losses of
+    all ranks, in item order (CPU float64)."""
     n = len(dataset) if num_batches <= 0 else min(len(dataset), num_batches * batch_size)
     mine = list(distributed.shard(n, ctx))
     generator = torch.Generator().manual_seed(data_lib.derive_seed(seed, ctx.rank, 1))
@@ -49,8 +54,13 @@ def per_example_test_loss(ctx: distributed.Context, loss_fn: Callable, score_fn:
     with torch.no_grad():
         for start in tqdm(range(0, len(mine), batch_size), desc="test loss", disable=not progress,
                           leave=False):
-            x = stack_items(dataset, mine[start:start + batch_size]).to(ctx.device)
-            out.append(loss_fn(score_fn, x, generator=generator).double())
+            rows = mine[start:start + batch_size]
+            x = stack_items(dataset, rows).to(ctx.device)
+            fn = score_fn
+            if conditional:
+                y = torch.tensor([int(dataset[i][1]) for i in rows], device=ctx.device)
+                fn = functools.partial(score_fn, y=y)
+            out.append(loss_fn(fn, x, generator=generator).double())
     local = torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=ctx.device)
     return distributed.unshard(distributed.gather_rows(ctx, local), n, ctx.world_size).cpu()
 
@@ -99,10 +109,12 @@ def run(ctx: distributed.Context, config, workdir: Path, model, *, progress: boo
     _, test_ds = data_lib.build_datasets(config.data, seed=config.seed)
     start = time.perf_counter()
     loss_fn = factory.build_loss(config, model.sde)
+    conditional = factory.is_conditional(config)
     losses = per_example_test_loss(ctx, loss_fn, model.score_fn, test_ds, batch_size=e.batch_size,
-                                   num_batches=e.loss_batches, seed=config.seed, progress=progress)
+                                   num_batches=e.loss_batches, seed=config.seed,
+                                   conditional=conditional, progress=progress)
     report["test_loss"] = {**mean_and_stderr(losses), "loss": config.training.loss,
-                           "wall_s": time.perf_counter() - start}
+                           "conditional": conditional, "wall_s": time.perf_counter() - start}
 
     if e.num_points >= 0:
         data_cfg, ll_ds = likelihood_test_set(config)

@@ -1,5 +1,6 @@
 """Which weights sampling and evaluation use: the EMA weights of one of our checkpoints (the
-latest by default), or those of an official score_sde_pytorch checkpoint."""
+latest by default), or those of an official score_sde_pytorch checkpoint; and the EMA weights of
+the noise-conditional classifier for classifier guidance (`<workdir>/classifier/checkpoints/`)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,13 @@ import torch
 from . import factory
 from .checkpoints import CheckpointDir, CorruptCheckpointError, load_state
 
+CLASSIFIER_DIR = "classifier"  # <workdir>/classifier/: the classifier's own run directory
+
+# What makes two checkpoints the same model: whole groups, or single fields (with their default
+# for checkpoints written before the field existed).
+SCORE_MODEL_FIELDS = ("sde", "model", "training.conditional")
+CLASSIFIER_MODEL_FIELDS = ("sde", "classifier.model")
+FIELD_DEFAULTS = {"training.conditional": False}
 
 
 @dataclass
@@ -32,9 +40,18 @@ def _differences(stored: Dict[str, Any], current: Dict[str, Any], prefix: str):
             for k in keys if stored.get(k) != current.get(k)]
 
 
-def check_same_model(stored_config_json: str, config) -> None:
-    """The checkpoint's `sde` and `model` groups must equal the config's (else the weights would
-    be read as another model).
+def _lookup(cfg: Dict[str, Any], dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(cfg, dict) or key not in cfg:
+            return FIELD_DEFAULTS.get(dotted, {})
+        cfg = cfg[key]
+    return cfg
+
+
+def check_same_model(stored_config_json: str, config, fields=SCORE_MODEL_FIELDS) -> None:
+    """The checkpoint's model `fields` (groups or single fields; default the score model's `sde`,
+    `model` and `training.conditional`) must equal the config's, else the weights would be read
+    as another model.
 
     Raises:
       ValueError: listing the fields that differ.
@@ -42,8 +59,12 @@ def check_same_model(stored_config_json: str, config) -> None:
     stored = json.loads(stored_config_json)
     current = json.loads(config.to_json_best_effort())
     diffs = []
-    for group in ("sde", "model"):
-        diffs += _differences(stored.get(group, {}), current.get(group, {}), group)
+    for name in fields:
+        a, b = _lookup(stored, name), _lookup(current, name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += _differences(a, b, name)
+        elif a != b:
+            diffs.append(f"{name}: checkpoint {a!r}, config {b!r}")
     if diffs:
         raise ValueError("the checkpoint was trained with another model; pass its config (the"
                          " run's config.json) or fix these fields: " + "; ".join(diffs))
@@ -81,6 +102,52 @@ def load_trained(config, workdir: Optional[Path], device: torch.device,
                        f"step_{step:08d}")
 
 
+@dataclass
+class LoadedClassifier:
+    """A noise-conditional classifier ready for guidance (EMA weights, eval mode)."""
+
+    log_prob_fn: Callable   # log_prob_fn(x, t) -> (B, K) log p_t(y | x)
+    net: torch.nn.Module
+    step: int
+    source: str
+
+
+def classifier_dir(workdir) -> Path:
+    return Path(workdir) / CLASSIFIER_DIR
+
+
+def load_classifier(config, workdir: Optional[Path], device: torch.device, sde,
+                    checkpoint: Optional[str] = None) -> LoadedClassifier:
+    """The classifier's EMA weights: `checkpoint` if given, else the latest good one in
+    `<workdir>/classifier/checkpoints/`.
+
+    Raises:
+      FileNotFoundError: no classifier checkpoint (the message says how to train one).
+      ValueError: the checkpoint's classifier or SDE differs from `config`'s, or the named file is
+        damaged.
+    """
+    if checkpoint:
+        try:
+            state, path = load_state(checkpoint), Path(checkpoint)
+        except CorruptCheckpointError as err:
+            raise ValueError(f"--classifier_checkpoint: {err}") from err
+    else:
+        state, path = CheckpointDir(classifier_dir(workdir)).load_latest()
+        if state is None:
+            raise FileNotFoundError(missing_classifier_message(workdir))
+    check_same_model(state["config"], config, CLASSIFIER_MODEL_FIELDS)
+    net = factory.build_classifier(config)
+    net.load_state_dict(state["ema"]["weights"])
+    net.to(device).eval().requires_grad_(False)
+    return LoadedClassifier(factory.build_log_prob_fn(net, sde), net, int(state["step"]), str(path))
+
+
+def missing_classifier_message(workdir) -> str:
+    return (f"guidance='classifier' needs a classifier, but"
+            f" {classifier_dir(workdir) / 'checkpoints'} has none: train one first"
+            " (--mode=train_classifier,sample), or pass --classifier_checkpoint=PATH")
+
+
 # --------------------------------------------------------------------------- official checkpoints
 def read_official_config(path: str) -> Dict[str, Any]:
     """An official config as JSON: the groups `model`, `data`, `training` at the top level or
@@ -113,6 +180,7 @@ def apply_official_config(config, official: Dict[str, Any]) -> None:
     config.sde.sigma_max = float(model.get("sigma_max", config.sde.sigma_max))
     config.sde.N = int(model.get("num_scales", config.sde.N))
     config.model.prediction = "score" if sde == "vesde" else "eps"
+    config.training.conditional = False  # the official networks are unconditional
     config.model.time_labels = "continuous" if training.get("continuous", True) else "discrete"
     config.data.image_size = int(data["image_size"])
     config.data.num_channels = int(data["num_channels"])

@@ -1,28 +1,51 @@
 """`--mode sample`: draw samples with any sampler of `sde_lib.sampling`, split over the ranks,
 and write them to `<workdir>/samples/`: a PNG (image grid, or 2-D scatter beside the data), an
-.npz of the samples and a JSON summary (NFE, wall time, settings)."""
+.npz of the samples and a JSON summary (NFE, wall time, settings).
+
+Class labels (`config.sampling.class_label`) and guidance (`sampling.guidance`, `guidance_scale`)
+turn the model into the score the sampler follows (`guided_score_fn`): the conditional score of a
+class-conditional model, classifier-free guidance with weight w, or classifier guidance with scale
+s. A list of scales gives one run per scale (same noise) and `samples/guidance_grid.png`.
+"""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .. import data as data_lib
+from .. import guidance as guidance_lib
 from ..sampling import sample
 from . import distributed, factory, plots
 
 log = logging.getLogger(__name__)
 MAX_GRID_IMAGES = 100  # images shown in a PNG grid (all of them go to the .npz)
+GRID_IMAGES_PER_SCALE = 10  # images per guidance scale (one row each) in guidance_grid.png
+GUIDANCE_TAGS = {"classifier_free": "w", "classifier": "s"}  # the scale's symbol in file names
+
+
+def guided_score_fn(model, y: torch.Tensor, *, guidance: str, scale: float, null_label: int,
+                    classifier=None) -> Callable:
+    """The score a sampler follows for class labels y (B,) (or an int): `model.score_fn(x, t, y)`
+    for guidance "none" (a conditional model), classifier-free guidance s(null) + w (s(y) -
+    s(null)) for "classifier_free", s(x, t) + s_c grad log p_t(y | x) with the model's
+    unconditional score for "classifier" (sde_lib.guidance)."""
+    if guidance == "classifier":
+        return guidance_lib.classifier(model.score_fn, classifier.log_prob_fn, y, scale)
+    w = 1.0 if guidance == "none" else scale  # w = 1: the conditional score, one network call
+    return guidance_lib.classifier_free(model.score_fn, y, w, null_label)
 
 
 def draw_samples(ctx: distributed.Context, sde, score_fn: Callable, data_shape: Tuple[int, ...], *,
                  num_samples: int, batch_size: int, seed: int, sample_kwargs: Dict[str, Any],
+                 labels: Optional[torch.Tensor] = None,
                  progress: bool = False) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """`num_samples` samples in model space, drawn in batches split over the ranks.
 
@@ -30,18 +53,26 @@ def draw_samples(ctx: distributed.Context, sde, score_fn: Callable, data_shape: 
     (seed, r); the result is the same on every rank (gathered, in sample order) and is
     reproducible for a given seed, world size and batch size.
 
+    Args:
+      score_fn: score_fn(x, t); with `labels`, a function of one batch's labels (B,) that returns
+        the batch's score_fn(x, t) (e.g. `guided_score_fn` with the other arguments bound).
+      labels: (num_samples,) class labels of the samples, or None.
+
     Returns:
       (samples (num_samples, *data_shape) float32 on the CPU, info) with info["nfe"] the score
       evaluations per sample trajectory (mean over batches), info["wall_s"] the wall time.
     """
     start = time.perf_counter()
-    mine = len(distributed.shard(num_samples, ctx))
+    indices = torch.tensor(list(distributed.shard(num_samples, ctx)), dtype=torch.long)
+    mine = len(indices)
     generator = torch.Generator().manual_seed(data_lib.derive_seed(seed, ctx.rank))
     chunks, nfes = [], []
-    sizes = [min(batch_size, mine - i) for i in range(0, mine, batch_size)]
-    for b in tqdm(sizes, desc=f"sampling ({sample_kwargs['method']})", disable=not progress,
+    starts = list(range(0, mine, batch_size))
+    for i in tqdm(starts, desc=f"sampling ({sample_kwargs['method']})", disable=not progress,
                   leave=False):
-        x, nfe = sample(sde, score_fn, (b, *data_shape), generator=generator, device=ctx.device,
+        batch = indices[i:i + batch_size]
+        fn = score_fn if labels is None else score_fn(labels[batch].to(ctx.device))
+        x, nfe = sample(sde, fn, (len(batch), *data_shape), generator=generator, device=ctx.device,
                         **sample_kwargs)
         chunks.append(x.float())
         nfes.append(nfe)
@@ -54,19 +85,27 @@ def draw_samples(ctx: distributed.Context, sde, score_fn: Callable, data_shape: 
     return samples, info
 
 
+def to_images(samples: torch.Tensor, config) -> torch.Tensor:
+    """Model-space images -> uint8 (B, C, H, W)."""
+    return data_lib.to_uint8(data_lib.inverse_data_scaler(config.data)(samples))
+
+
 def save_samples(samples: torch.Tensor, config, path_stem: Path, *, reference: Optional[torch.Tensor] = None,
-                 title: str = "") -> Dict[str, str]:
+                 title: str = "", labels: Optional[torch.Tensor] = None) -> Dict[str, str]:
     """Write `<stem>.png` and `<stem>.npz`: uint8 images (B, C, H, W) as the official code stores
-    them, or float 2-D points plotted beside `reference` data points."""
+    them, or float 2-D points plotted beside `reference` data points; `labels` (B,) of
+    class-conditional samples go to the .npz too (and colour 2-D points)."""
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     png, npz = path_stem.with_suffix(".png"), path_stem.with_suffix(".npz")
+    extra = {} if labels is None else {"labels": labels.numpy()}
     if data_lib.is_image_data(config.data):
-        images = data_lib.to_uint8(data_lib.inverse_data_scaler(config.data)(samples))
+        images = to_images(samples, config)
         plots.save_image_grid(images[:MAX_GRID_IMAGES], png)
-        np.savez_compressed(npz, samples=images.numpy())
+        np.savez_compressed(npz, samples=images.numpy(), **extra)
     else:
-        plots.save_scatter(samples, reference if reference is not None else samples, png, title)
-        np.savez_compressed(npz, samples=samples.numpy())
+        plots.save_scatter(samples, reference if reference is not None else samples, png, title,
+                           labels=labels)
+        np.savez_compressed(npz, samples=samples.numpy(), **extra)
     return {"png": str(png), "npz": str(npz)}
 
 
@@ -83,21 +122,65 @@ def toy_sample_quality(config, samples: torch.Tensor) -> Optional[Dict[str, floa
             "entropy": entropy, "entropy_stderr": entropy_se}
 
 
-def run(ctx: distributed.Context, config, workdir: Path, model, *, progress: bool = True) -> Dict[str, Any]:
-    """The sample mode. `model` is a `loading.LoadedModel` (score, SDE, step, source).
+def toy_class_quality(config, samples: torch.Tensor, labels: torch.Tensor) -> Optional[Dict[str, Any]]:
+    """On the Gaussian-mixture toy, for samples of classes `labels` (components): the exact
+    class-conditional NLL -log p_0(x | y) next to the class's exact entropy (equal in expectation
+    for exact class samples), and the purity: the mean true posterior p_0(y | x) of the asked
+    class ("soft") and the share of samples whose most probable class is it ("hard"). Overall
+    and per class."""
+    density = data_lib.toy_density(config.data)
+    if density is None:
+        return None
+    x, y = samples.double(), labels.long()
+    nll = -density.log_prob(x, y=y)
+    entropies = density.component_entropies()
+    log_post = density.class_log_posterior(x)
+    soft = log_post.gather(1, y[:, None])[:, 0].exp()
+    hard = (log_post.argmax(1) == y).double()
 
-    Returns the summary (also written to `<workdir>/samples/<tag>.json` on rank 0).
-    """
+    def stats(rows) -> Dict[str, float]:
+        n = int(rows.sum())
+        return {"n": n, "class_nll": nll[rows].mean().item(),
+                "class_nll_stderr": (nll[rows].std() / n ** 0.5).item() if n > 1 else float("nan"),
+                "class_entropy": entropies[y[rows]].mean().item(),
+                "purity_soft": soft[rows].mean().item(), "purity_hard": hard[rows].mean().item()}
+
+    per_class = {int(k): stats(y == k) for k in torch.unique(y)}
+    return {**stats(torch.ones_like(y, dtype=torch.bool)), "per_class": per_class}
+
+
+def _file_tag(model, config, guidance: str, scale: float, labelled: bool) -> str:
+    tag = f"{model.tag}_{config.sampling.method}"
+    if guidance in GUIDANCE_TAGS:
+        return f"{tag}_{guidance}_{GUIDANCE_TAGS[guidance]}{scale:g}"
+    return f"{tag}_conditional" if labelled else tag
+
+
+def sample_once(ctx: distributed.Context, config, workdir: Path, model, *, scale: float,
+                classifier=None, progress: bool = True) -> Tuple[Dict[str, Any], torch.Tensor,
+                                                                 Optional[torch.Tensor]]:
+    """One sampling run at guidance scale `scale`; returns (summary, samples, labels)."""
     s = config.sampling
     kwargs = factory.sample_kwargs(config)
     shape = data_lib.data_shape(config.data)
-    samples, info = draw_samples(ctx, model.sde, model.score_fn, shape, num_samples=s.num_samples,
+    labels = factory.class_labels(config, s.num_samples)
+    score_fn = model.score_fn
+    if labels is not None:
+        score_fn = functools.partial(guided_score_fn, model, guidance=s.guidance, scale=scale,
+                                     null_label=factory.data_num_classes(config),
+                                     classifier=classifier)
+    samples, info = draw_samples(ctx, model.sde, score_fn, shape, num_samples=s.num_samples,
                                  batch_size=s.batch_size, seed=factory.sampling_seed(config),
-                                 sample_kwargs=kwargs, progress=progress)
-    tag = f"{model.tag}_{s.method}"
+                                 sample_kwargs=kwargs, labels=labels, progress=progress)
+    tag = _file_tag(model, config, s.guidance, scale, labels is not None)
     summary = {"source": model.source, "step": model.step, "method": s.method,
                "options": kwargs, "num_samples": s.num_samples, "batch_size": s.batch_size,
                "seed": factory.sampling_seed(config), "world_size": ctx.world_size, **info}
+    if labels is not None:
+        summary.update(class_label=s.class_label, guidance=s.guidance,
+                       guidance_scale=scale if s.guidance != "none" else None)
+        if classifier is not None:
+            summary["classifier"] = {"source": classifier.source, "step": classifier.step}
     if ctx.is_main:
         out = Path(workdir) / "samples"
         reference = None
@@ -107,12 +190,69 @@ def run(ctx: distributed.Context, config, workdir: Path, model, *, progress: boo
             quality = toy_sample_quality(config, samples)
             if quality:
                 summary["toy"] = quality
+                if labels is not None:
+                    summary["toy"]["classes"] = toy_class_quality(config, samples, labels)
         title = f"{config.sde.name}, {s.method}, NFE {info['nfe']:.0f}"
-        summary["files"] = save_samples(samples, config, out / tag, reference=reference, title=title)
+        if s.guidance != "none":
+            title += f", {s.guidance} {GUIDANCE_TAGS[s.guidance]} = {scale:g}"
+        summary["files"] = save_samples(samples, config, out / tag, reference=reference, title=title,
+                                        labels=labels)
         (out / f"{tag}.json").write_text(json.dumps(summary, indent=2, default=str))
         log.info("Sampled %d in %.1f s with %s (NFE %.0f per sample): %s", s.num_samples,
                  info["wall_s"], s.method, info["nfe"], summary["files"]["png"])
-        print(f"[sample] {s.num_samples} samples, method={s.method}, NFE={info['nfe']:.0f},"
+        guided = f", {s.guidance} {scale:g}" if s.guidance != "none" else ""
+        print(f"[sample] {s.num_samples} samples, method={s.method}{guided}, NFE={info['nfe']:.0f},"
               f" wall={info['wall_s']:.1f}s -> {summary['files']['png']}", flush=True)
+    return summary, samples, labels
+
+
+def run(ctx: distributed.Context, config, workdir: Path, model, *, classifier=None,
+        progress: bool = True) -> Dict[str, Any]:
+    """The sample mode. `model` is a `loading.LoadedModel` (score, SDE, step, source);
+    `classifier` a `loading.LoadedClassifier` for guidance "classifier".
+
+    Returns the summary (also written to `<workdir>/samples/<tag>.json` on rank 0); for a list
+    of guidance scales {"scales", "runs": [summary per scale], "files": {"grid": PNG}}.
+    """
+    scales = factory.guidance_scales(config)
+    runs = [sample_once(ctx, config, workdir, model, scale=w, classifier=classifier,
+                        progress=progress) for w in scales]
+    if len(runs) == 1:
+        distributed.barrier(ctx)
+        return runs[0][0]
+    result = {"scales": scales, "runs": [r[0] for r in runs]}
+    if ctx.is_main:
+        grid = Path(workdir) / "samples" / "guidance_grid.png"
+        save_guidance_grid(config, [(w, x, y) for w, (_, x, y) in zip(scales, runs)], grid,
+                           title=f"{model.tag}, {config.sampling.method}")
+        result["files"] = {"grid": str(grid)}
+        print(f"[sample] guidance grid over {config.sampling.guidance} scales {scales} -> {grid}",
+              flush=True)
     distributed.barrier(ctx)
-    return summary
+    return result
+
+
+def save_guidance_grid(config, panels: List[Tuple[float, torch.Tensor, torch.Tensor]], path: Path,
+                       title: str = "") -> None:
+    """One figure of samples per guidance scale: for 2-D data, a column per scale beside the data,
+    points coloured by class (with the purity on the toy); for images, a row per scale of the
+    first GRID_IMAGES_PER_SCALE samples (classes cycled as `class_label` says)."""
+    g = config.sampling.guidance
+    symbol = GUIDANCE_TAGS[g]
+    if data_lib.is_image_data(config.data):
+        rows = [to_images(x[:GRID_IMAGES_PER_SCALE], config) for _, x, _ in panels]
+        n = min(len(r) for r in rows)
+        plots.save_image_grid(torch.cat([r[:n] for r in rows]), path, nrow=n)
+        return
+    train_ds, _ = data_lib.build_datasets(config.data, seed=config.seed)
+    n = max(len(x) for _, x, _ in panels)
+    columns = [("data", train_ds.x[:n], train_ds.y[:n])]
+    for w, x, y in panels:
+        name = f"{symbol} = {w:g}" + (" (unconditional)" if w == 0 else "")
+        quality = toy_class_quality(config, x, y)
+        if quality:  # soft purity; class NLL - class entropy (meaningless for unconditional samples)
+            name += f"\npurity {quality['purity_soft']:.3f}"
+            if w > 0:
+                name += f", NLL - H {quality['class_nll'] - quality['class_entropy']:+.2f}"
+        columns.append((name, x, y))
+    plots.save_class_scatter_grid(columns, path, title=f"{title}, {g} guidance" if title else g)

@@ -10,24 +10,32 @@ Per step k = 1 .. n_iters: one batch, loss = mean of per-example losses, backwar
 Adam step, EMA update. Then, by step: log (`log_freq`), test loss on one test batch with the EMA
 weights (`eval_freq`), resume checkpoint (`checkpoint_freq`), numbered snapshot and snapshot
 samples (`snapshot_freq`). The final step always writes both checkpoints.
+
+A class-conditional model (`training.conditional`) gets the batch's labels, each replaced by the
+null label with probability `training.p_uncond` (`guidance.drop_labels`, drawn from the loss's
+generator, so resumes stay bitwise exact): one network learns the conditional and the
+unconditional score. `ClassifierTrainer` (`--mode train_classifier`) runs the same loop for the
+noise-conditional classifier of classifier guidance in `<workdir>/classifier/`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import data as data_lib
+from ..guidance import drop_labels
 from . import distributed, factory, rng
 from .checkpoints import CheckpointDir, config_to_json, load_state
 from .ema import ExponentialMovingAverage
-from .loading import check_same_model
+from .loading import CLASSIFIER_MODEL_FIELDS, check_same_model, classifier_dir
 from .sampling_run import draw_samples, save_samples
 
 log = logging.getLogger(__name__)
@@ -70,25 +78,34 @@ def set_determinism(deterministic: bool) -> None:
 
 # ------------------------------------------------------------------------------------ the loop
 class Trainer:
-    """One training run in `workdir`; `run()` trains to `config.training.n_iters` steps,
-    resuming from the workdir's latest good checkpoint."""
+    """One training run of the score model in `workdir`; `run()` trains to
+    `config.training.n_iters` steps, resuming from the workdir's latest good checkpoint.
+
+    Subclasses train other networks with the same loop, checkpoints and resumes by overriding
+    the hooks `run_dir`, `settings`, `build_net`, `build_objective`, `batch_loss`,
+    `training_labels` and `check_checkpoint` (see `ClassifierTrainer`).
+    """
+
+    mode = "train"
 
     def __init__(self, config, workdir: Path, ctx: distributed.Context, *, progress: bool = True):
-        t = config.training
+        self.config, self.ctx, self.progress = config, ctx, progress
+        self.workdir = self.run_dir(Path(workdir))
+        self.loop, optim = self.settings(config)
+        t = self.loop
         if t.batch_size % ctx.world_size:
-            raise ValueError(f"config.training.batch_size={t.batch_size} is not divisible by the"
+            raise ValueError(f"config.{self.loop_name}.batch_size={t.batch_size} is not divisible by the"
                              f" {ctx.world_size} processes; pick a multiple of {ctx.world_size}")
-        self.config, self.workdir, self.ctx, self.progress = config, Path(workdir), ctx, progress
-        self.checkpoints = CheckpointDir(workdir)
-        set_determinism(t.deterministic)
+        self.checkpoints = CheckpointDir(self.workdir)
+        set_determinism(config.training.deterministic)
 
         self.train_ds, self.test_ds = data_lib.build_datasets(config.data, seed=config.seed)
         self.sde = factory.build_sde(config)
         rng.seed_all(data_lib.derive_seed(config.seed))  # the same initial weights on every rank
-        self.net = factory.build_network(config).to(ctx.device)
+        self.net = self.build_net().to(ctx.device)
         rng.seed_all(data_lib.derive_seed(config.seed, ctx.rank, 7))  # per-rank streams (dropout)
-        self.ema = ExponentialMovingAverage(self.net, config.model.ema_rate)
-        self.optim_cfg = config.optim.copy_and_resolve_references()
+        self.ema = ExponentialMovingAverage(self.net, self.ema_rate)
+        self.optim_cfg = optim.copy_and_resolve_references()
         with self.optim_cfg.unlocked():
             self.optim_cfg.n_iters = t.n_iters
         self.optimizer = build_optimizer(self.net.parameters(), self.optim_cfg)
@@ -97,7 +114,6 @@ class Trainer:
             rank=ctx.rank, world_size=ctx.world_size, num_workers=config.data.num_workers,
             pin_memory=ctx.device.type == "cuda")
         self.loss_generator = torch.Generator().manual_seed(data_lib.derive_seed(config.seed, ctx.rank))
-        self.loss_fn = factory.build_loss(config, self.sde)
         self.step = 0
         self.resumed_from: Optional[str] = None
         self._resume()
@@ -106,12 +122,63 @@ class Trainer:
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-        if t.compile:
+        if config.training.compile:
             model = torch.compile(model)
-        self.train_score = factory.build_score_fn(model, self.sde, config)
-        self.ema_score = factory.build_score_fn(self.ema.shadow, self.sde, config)
+        self.build_objective(model)
         self.autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16,
-                                       enabled=t.mixed_precision == "bf16")
+                                       enabled=config.training.mixed_precision == "bf16")
+
+    # --------------------------------------------------------------------------------- hooks
+    loop_name = "training"  # the config group of the loop settings, for messages
+
+    def run_dir(self, workdir: Path) -> Path:
+        """Where this run keeps its checkpoints, TensorBoard logs and config."""
+        return workdir
+
+    def settings(self, config):
+        """(loop settings, Adam settings): batch_size, n_iters, log/eval/checkpoint/snapshot_freq."""
+        return config.training, config.optim
+
+    @property
+    def ema_rate(self) -> float:
+        return self.config.model.ema_rate
+
+    @property
+    def snapshot_sampling(self) -> bool:
+        return bool(self.loop.snapshot_sampling)
+
+    def build_net(self) -> torch.nn.Module:
+        return factory.build_network(self.config)
+
+    def build_objective(self, model: torch.nn.Module) -> None:
+        """The loss and the functions it is evaluated on: the trained network (`train_fn`, maybe
+        wrapped by DDP/compile) and the EMA weights (`ema_fn`)."""
+        config = self.config
+        self.conditional = factory.is_conditional(config)
+        self.null_label = factory.data_num_classes(config) if self.conditional else None
+        self.loss_fn = factory.build_loss(config, self.sde)
+        self.train_score = self.train_fn = factory.build_score_fn(model, self.sde, config)
+        self.ema_score = self.ema_fn = factory.build_score_fn(self.ema.shadow, self.sde, config)
+
+    def batch_loss(self, fn: Callable, x: Tensor, y: Optional[Tensor], generator) -> Tensor:
+        """Per-example losses (B,) of `fn` (a score function) on the batch; class labels y (or
+        None) are bound into the score."""
+        score_fn = fn if y is None else functools.partial(fn, y=y)
+        return self.loss_fn(score_fn, x, generator=generator)
+
+    def training_labels(self, y: Tensor) -> Optional[Tensor]:
+        """The labels the loss sees: None for an unconditional model, else y with label dropout
+        (each label is the null label with probability training.p_uncond)."""
+        if not self.conditional:
+            return None
+        return drop_labels(y, self.config.training.p_uncond, self.null_label, self.loss_generator)
+
+    def test_labels(self, y: Tensor) -> Optional[Tensor]:
+        """The labels of the test loss: the true ones for a conditional model (no dropout)."""
+        return y if self.conditional else None
+
+    def check_checkpoint(self, state: Dict[str, Any]) -> None:
+        check_same_model(state["config"], self.config)
 
     # ------------------------------------------------------------------------ checkpoint state
     def state(self) -> Dict[str, Any]:
@@ -138,7 +205,7 @@ class Trainer:
             return
         if not ctx.is_main:
             state = load_state(path, map_location=ctx.device)
-        check_same_model(state["config"], self.config)
+        self.check_checkpoint(state)
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -167,10 +234,11 @@ class Trainer:
         distributed.barrier(self.ctx)
 
     # ------------------------------------------------------------------------------ the step
-    def train_step(self, x: Tensor) -> Dict[str, Tensor]:
-        """One optimizer update on batch x; returns the loss and gradient norm (device tensors)."""
+    def train_step(self, x: Tensor, y: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """One optimizer update on batch x with the labels the loss sees (`training_labels`: None
+        for unconditional models); returns the loss and gradient norm (device tensors)."""
         with self.autocast:
-            loss = self.loss_fn(self.train_score, x, generator=self.loss_generator).mean()
+            loss = self.batch_loss(self.train_fn, x, y, self.loss_generator).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         lr = learning_rate(self.step + 1, self.optim_cfg)
@@ -215,12 +283,14 @@ class Trainer:
     def eval_loss(self) -> float:
         """Mean loss of the EMA weights on one test batch (rank 0), reproducible per step."""
         n = len(self.test_ds)
-        b = min(self.config.training.batch_size, n)
-        k = (self.step // max(self.config.training.eval_freq, 1)) % max(n // b, 1)
-        x = torch.stack([torch.as_tensor(self.test_ds[i][0]) for i in range(k * b, k * b + b)])
+        b = min(self.loop.batch_size, n)
+        k = (self.step // max(self.loop.eval_freq, 1)) % max(n // b, 1)
+        items = [self.test_ds[i] for i in range(k * b, k * b + b)]
+        x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(self.ctx.device)
+        y = self.test_labels(torch.tensor([int(item[1]) for item in items], device=self.ctx.device))
         g = torch.Generator().manual_seed(data_lib.derive_seed(self.config.seed, self.step, 3))
         with torch.no_grad(), self.autocast:
-            return self.loss_fn(self.ema_score, x.to(self.ctx.device), generator=g).mean().item()
+            return self.batch_loss(self.ema_fn, x, y, g).mean().item()
 
     def snapshot_samples(self) -> None:
         """Sample one batch with the EMA weights (rank 0) into `<workdir>/snapshots/`."""
@@ -238,16 +308,16 @@ class Trainer:
     # ---------------------------------------------------------------------------- run
     def run(self) -> int:
         """Train to n_iters; returns the final step."""
-        t, ctx = self.config.training, self.ctx
+        t, ctx, tag = self.loop, self.ctx, f"[{self.mode}]"
         writer = None
         if ctx.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / "config.json").write_text(config_to_json(self.config))
             if self.resumed_from:
-                print(f"[train] resuming from {self.resumed_from} at step {self.step}", flush=True)
+                print(f"{tag} resuming from {self.resumed_from} at step {self.step}", flush=True)
         if self.step >= t.n_iters:
             if ctx.is_main:
-                print(f"[train] already at step {self.step} >= n_iters={t.n_iters}; nothing to do",
+                print(f"{tag} already at step {self.step} >= n_iters={t.n_iters}; nothing to do",
                       flush=True)
             return self.step
         if ctx.is_main:
@@ -256,15 +326,17 @@ class Trainer:
             writer = SummaryWriter(str(self.workdir / "tensorboard"))
         self._bad = torch.tensor([-1.0, 0.0, 0.0], device=ctx.device)
         self.net.train()
-        bar = tqdm(total=t.n_iters, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+        bar = tqdm(total=t.n_iters, initial=self.step, desc=self.mode, unit="step", dynamic_ncols=True,
                    disable=not (self.progress and ctx.is_main), mininterval=1.0)
         loss_sum = torch.zeros((), device=ctx.device)
         interval_start, interval_steps = time.perf_counter(), 0
         batches = iter(self.loader)
         try:
             while self.step < t.n_iters:
-                x, _ = next(batches)
-                out = self.train_step(x.to(ctx.device, non_blocking=True))
+                x, y = next(batches)
+                y = self.training_labels(y)  # label dropout happens here, on the CPU
+                batch = (x,) if y is None else (x, y)
+                out = self.train_step(*(v.to(ctx.device, non_blocking=True) for v in batch))
                 self.track_finite(out)
                 loss_sum += out["loss"]
                 interval_steps += 1
@@ -282,7 +354,7 @@ class Trainer:
                         writer.add_scalar("train/examples_per_s", rate, step)
                         bar.set_postfix(loss=f"{loss:.4g}", lr=f"{out['lr']:.2e}", refresh=False)
                         if not self.progress:
-                            print(f"[train] step {step}/{t.n_iters} loss {loss:.5g} lr {out['lr']:.3g}"
+                            print(f"{tag} step {step}/{t.n_iters} loss {loss:.5g} lr {out['lr']:.3g}"
                                   f" grad_norm {out['grad_norm'].item():.3g} {rate:.0f} examples/s",
                                   flush=True)
                     loss_sum.zero_()
@@ -292,7 +364,7 @@ class Trainer:
                 snapshot = last or (t.snapshot_freq > 0 and step % t.snapshot_freq == 0)
                 if snapshot or (t.checkpoint_freq > 0 and step % t.checkpoint_freq == 0):
                     self.save(snapshot=snapshot)
-                if snapshot and t.snapshot_sampling and ctx.is_main:
+                if snapshot and self.snapshot_sampling and ctx.is_main:
                     self.snapshot_samples()
                 if snapshot:
                     distributed.barrier(ctx)
@@ -301,10 +373,66 @@ class Trainer:
             if writer is not None:
                 writer.close()
         if ctx.is_main:
-            print(f"[train] done: step {self.step}, checkpoint {self.checkpoints.resume_path}", flush=True)
+            print(f"{tag} done: step {self.step}, checkpoint {self.checkpoints.resume_path}", flush=True)
         return self.step
+
+
+class ClassifierTrainer(Trainer):
+    """`--mode train_classifier`: a noise-conditional classifier p_t(y | x_t) for classifier
+    guidance (Song et al. 2021, App. I.1), trained with cross-entropy on data perturbed by the
+    SDE's kernel at t ~ U[eps, T] (`losses.NoisyClassifierLoss`), in `<workdir>/classifier/`
+    (its own checkpoints, TensorBoard logs and config.json), with `config.classifier.training`
+    and `config.classifier.optim`. Same loop, checkpoints and bitwise resumes as the score model.
+    """
+
+    mode = "train_classifier"
+    loop_name = "classifier.training"
+
+    def run_dir(self, workdir: Path) -> Path:
+        return classifier_dir(workdir)
+
+    def settings(self, config):
+        if factory.data_num_classes(config) < 2:
+            raise ValueError(f"--mode train_classifier needs labelled data, but dataset"
+                             f" {config.data.dataset!r} has no classes")
+        return config.classifier.training, config.classifier.optim
+
+    @property
+    def ema_rate(self) -> float:
+        return self.config.classifier.training.ema_rate
+
+    @property
+    def snapshot_sampling(self) -> bool:
+        return False
+
+    def build_net(self) -> torch.nn.Module:
+        return factory.build_classifier(self.config)
+
+    def build_objective(self, model: torch.nn.Module) -> None:
+        self.loss_fn = factory.build_classifier_loss(self.config, self.sde)
+        self.train_fn = factory.build_log_prob_fn(model, self.sde)
+        self.ema_fn = factory.build_log_prob_fn(self.ema.shadow, self.sde)
+
+    def batch_loss(self, fn: Callable, x: Tensor, y: Optional[Tensor], generator) -> Tensor:
+        """Per-example cross-entropies (B,) of the classifier `fn` (a log_prob_fn)."""
+        return self.loss_fn(fn, x, y, generator=generator)
+
+    def training_labels(self, y: Tensor) -> Tensor:
+        return y
+
+    def test_labels(self, y: Tensor) -> Tensor:
+        return y
+
+    def check_checkpoint(self, state: Dict[str, Any]) -> None:
+        check_same_model(state["config"], self.config, CLASSIFIER_MODEL_FIELDS)
 
 
 def train(config, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
     """Train (or resume) in `workdir`; returns the final step. See `Trainer`."""
     return Trainer(config, workdir, ctx, progress=progress).run()
+
+
+def train_classifier(config, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
+    """Train (or resume) the classifier in `<workdir>/classifier/`; returns the final step. See
+    `ClassifierTrainer`."""
+    return ClassifierTrainer(config, workdir, ctx, progress=progress).run()
