@@ -89,7 +89,7 @@ def correlated_gaussian():
 def test_replacement_is_biased_on_correlated_data_and_repaint_and_smc_are_closer():
     """Predictor-only replacement (DDPM steps) conditions each step on the noisy known part only:
     its mean lands near 0.94, not 1.35. RePaint's resampling and SMC's weights recover most of it
-    (so does the official corrector, Langevin with the known part held: see RESULTS_guidance.md)."""
+    (so does the official corrector, Langevin with the known part held: see RESULTS.md (guidance section))."""
     gm, sde, n = correlated_gaussian(), VPSDE(), 2000
     target = gm.conditional(torch.tensor([1]), torch.tensor([1.5]))
     x_known = torch.tensor([[0.0, 1.5]]).expand(n, 2)
@@ -159,7 +159,7 @@ def color_mixture() -> GaussianMixture:
 def test_colorization_keeps_the_grey_image_and_smc_is_closer_than_replacement():
     """The grey level pins the chroma (the exact conditional variances are 1.3-10x below the
     marginal ones): replacement's chroma moments are off by ~65 standard errors at n = 500, SMC's
-    with 8 particles by ~4 (benchmarks/RESULTS_guidance.md)."""
+    with 8 particles by ~4 (benchmarks/RESULTS.md (guidance section))."""
     gm, sde, n = color_mixture(), VPSDE(), 500
     x0 = gm.sample(1, torch.Generator().manual_seed(5))
     gray = x0.mean(1, keepdim=True)
