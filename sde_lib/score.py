@@ -79,12 +79,3 @@ class NetworkScore:
             return out / std
         return (batch_broadcast(alpha, x) * out - x) / std.square()
 
-
-def eps_from_score(score: Tensor, std: Tensor) -> Tensor:
-    """eps = -std * score, the inverse of the "eps" parameterisation; std (B,)."""
-    return -batch_broadcast(std, score) * score
-
-
-def denoised_from_score(x: Tensor, score: Tensor, alpha: Tensor, std: Tensor) -> Tensor:
-    """Tweedie's estimate E[x_0 | x_t] = (x + std^2 score) / alpha; alpha, std (B,)."""
-    return (x + batch_broadcast(std.square(), x) * score) / batch_broadcast(alpha, x)

@@ -72,15 +72,6 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} holds {bad} non-finite values (NaN or inf); clean the input first")
 
 
-def check_time(t: torch.Tensor, x: torch.Tensor, name: str = "t") -> None:
-    """`t` must be a 1-D tensor with one time per example of `x`."""
-    if not torch.is_tensor(t) or t.ndim != 1 or t.shape[0] != x.shape[0]:
-        shape = tuple(t.shape) if torch.is_tensor(t) else type(t).__name__
-        raise ValueError(
-            f"{name} has shape {shape}; expected a 1-D tensor of length batch={x.shape[0]}"
-        )
-
-
 def check_shape(shape) -> tuple:
     """A sample shape: (batch, *data_shape) with positive integer sizes."""
     try:
@@ -90,15 +81,6 @@ def check_shape(shape) -> tuple:
     if len(shape) < 2 or any(s < 1 for s in shape):
         raise ValueError(f"shape={shape!r}: expected (batch, *data_shape) with positive sizes")
     return shape
-
-
-def make_generator(seed: Optional[int], device="cpu") -> Optional[torch.Generator]:
-    """A torch.Generator seeded with `seed`, or None when `seed` is None."""
-    if seed is None:
-        return None
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
 
 
 def randn(shape, generator: Optional[torch.Generator] = None, device=None, dtype=torch.float32) -> torch.Tensor:
