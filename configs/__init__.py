@@ -86,6 +86,7 @@ def default_config() -> ml_collections.ConfigDict:
     sampling.corrector = "none"
     sampling.snr = 0.16
     sampling.n_steps = 1            # corrector steps per time
+    sampling.corrector_update = "leimkuhler_matthews"  # or "euler_maruyama" (official Langevin)
     sampling.probability_flow = False
     sampling.schedule = placeholder(str)  # uniform | logsnr | edm; None = the sampler's default
     sampling.order = 2              # dpm_solver: 1 (= DDIM) or 2 (DPM-Solver++(2M))

@@ -29,9 +29,11 @@ Methods (`METHODS`):
     The bias at finite `particles` is O(1/particles); each score call is on particles x B.
 
 Samplers (`SAMPLERS`) and their options:
-  * "pc": predictor-corrector steps (options as `sampling.pc_sampler`: predictor, corrector, snr,
-    n_steps, probability_flow, step_size_rule, schedule; official: reverse diffusion + Langevin,
-    snr 0.16). Corrector first, then predictor, as in the official code.
+  * "pc": predictor-corrector steps (options and defaults as `sampling.pc_sampler`: predictor,
+    corrector, snr, n_steps, probability_flow, step_size_rule, corrector_update, schedule;
+    reverse diffusion + Langevin, snr 0.16, on the official grid, as the official code; its
+    Langevin update is corrector_update="euler_maruyama").
+    Corrector first, then predictor, as in the official code.
   * "ddpm": ancestral sampling down the SDE's chain, no corrector (Ho et al. 2020, Alg. 2); for
     "smc", DDPM posterior steps on any time grid (option `schedule`).
   * "ode": the probability-flow ODE (eq. 13) solved by `sampling.sample(method="ode")` (solver,
@@ -56,12 +58,10 @@ from typing import Callable, Optional, Tuple
 import torch
 from tqdm.auto import tqdm
 
-from . import correctors as correctors_lib
-from . import predictors as predictors_lib
 from .predictors import reverse_sde_final_step
-from .sampling import DENOISE, sample, time_grid, time_points
+from .sampling import DENOISE, PC_OPTIONS, pc_steppers, sample, time_grid, time_points
 from .score import CountingScore
-from .utils import (batch_broadcast, check_choice, check_end_time, check_finite, check_positive,
+from .utils import (batch_broadcast, check_choice, check_end_time, check_finite,
                     check_positive_int, flat_sum, randn_like)
 
 Tensor = torch.Tensor
@@ -71,7 +71,7 @@ SAMPLERS = ("pc", "ddpm", "ode")
 # method -> the samplers it runs with, the first being its default
 METHOD_SAMPLERS = {"replacement": ("pc", "ddpm", "ode"), "repaint": ("pc", "ddpm"), "smc": ("ddpm",)}
 SAMPLER_OPTIONS = {
-    "pc": ("predictor", "corrector", "snr", "n_steps", "probability_flow", "step_size_rule", "schedule"),
+    "pc": PC_OPTIONS,
     "ddpm": (),
     "ode": ("solver", "rtol", "atol"),
 }
@@ -140,33 +140,20 @@ def renoise(sde, x: Tensor, t: Tensor, t_later: Tensor, generator: Optional[torc
 
 # ------------------------------------------------------------------------------------ samplers
 def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generator, progress,
-              predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: float = 0.16,
-              n_steps: int = 1, probability_flow: bool = False, step_size_rule: str = "batch",
-              schedule: Optional[str] = None, jump: int = 10, resample: int = 1) -> Tensor:
+              jump: int = 10, resample: int = 1, **pc_options) -> Tensor:
     """PC steps with replacement after every update; RePaint jumps when resample > 1.
 
-    As `sampling.pc_sampler`: corrector at t_k, then predictor to t_{k+1}; the last step as
-    `denoise` says (`Predictor.final_step`). The known part is replaced at the time the state is at after each update
-    (the official code replaces with time t_k after the predictor step too, one step behind).
+    As `sampling.pc_sampler` (the same `pc_options` and defaults): corrector at t_k, then
+    predictor to t_{k+1}; the last step as `denoise` says (`Predictor.final_step`). The known
+    part is replaced at the time the state is at after each update (the official code replaces
+    with time t_k after the predictor step too, one step behind).
 
     RePaint schedule: after reaching grid index k = jump, 2 jump, ... (up to N, i.e. t = 0), the
     state is diffused from t_k back to t_{k - jump} and the steps are redone, resample - 1 times
     per index, so a block of `jump` steps is run `resample` times.
     """
-    check_choice("predictor", predictor, predictors_lib.PREDICTORS)
-    check_choice("corrector", corrector, correctors_lib.CORRECTORS)
-    if corrector != "none":
-        check_positive("snr", snr)
-    chain_based = predictors_lib.PREDICTORS[predictor].chain_based
-    schedule = schedule or ("uniform" if chain_based else "logsnr")
     jump, resample = check_positive_int("jump", jump), check_positive_int("resample", resample)
-    sde = sde.with_num_levels(N)
-    if (chain_based and schedule == "uniform") or corrector != "none":  # these use the chain
-        sde.check_chain()
-    predictor_obj = predictors_lib.PREDICTORS[predictor](sde, score_fn, probability_flow, levels=schedule == "uniform")
-    kwargs = {"step_size_rule": step_size_rule} if corrector == "langevin" else {}
-    n_steps = check_positive_int("n_steps", n_steps)
-    corrector_obj = correctors_lib.CORRECTORS[corrector](sde, score_fn, snr=snr, n_steps=n_steps, **kwargs)
+    sde, predictor_obj, corrector_obj, schedule = pc_steppers(sde, score_fn, N, **pc_options)
     grid = time_grid(sde, eps, N, schedule, x.device)
     jumps_left = {k: resample - 1 for k in range(jump, N + 1, jump)} if resample > 1 else {}
     total = N + sum(jumps_left.values()) * jump
@@ -338,7 +325,7 @@ def inpaint(sde, score_fn: Callable[[Tensor, Tensor], Tensor], x_known: Tensor, 
         raise ValueError(f"unknown option(s) {unknown} for method={method!r}, sampler={sampler!r}; "
                          f"its options are {list(allowed)}")
     if sampler == "ddpm" and method != "smc":
-        options.update(predictor="ancestral_sampling", corrector="none")
+        options.update(predictor="ancestral_sampling", corrector="none", schedule="uniform")
     if method == "repaint":
         options.setdefault("jump", 10)
         options.setdefault("resample", 10)

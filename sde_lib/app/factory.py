@@ -50,7 +50,7 @@ ALL_CLASSES = -1  # config.sampling.class_label = -1: every class, cycled over t
 # Inpainting/colorization option -> config field: the sampler's options from config.sampling,
 # the method's from config.controllable (sde_lib.controllable.SAMPLER_OPTIONS / METHOD_OPTIONS).
 CONTROLLABLE_SAMPLER_FIELDS: Dict[str, Tuple[str, ...]] = {
-    "pc": ("predictor", "corrector", "snr", "n_steps", "probability_flow", "schedule"),
+    "pc": ("predictor", "corrector", "snr", "n_steps", "probability_flow", "corrector_update", "schedule"),
     "ddpm": (),
     "ode": ("solver", "rtol", "atol"),
 }
@@ -62,7 +62,8 @@ CONTROLLABLE_METHOD_FIELDS: Dict[str, Tuple[str, ...]] = {
 # that `solver` can name the probability-flow ODE solver.
 SAMPLER_FIELDS: Dict[str, Dict[str, str]] = {
     "pc": {"predictor": "predictor", "corrector": "corrector", "snr": "snr", "n_steps": "n_steps",
-           "probability_flow": "probability_flow", "schedule": "schedule"},
+           "probability_flow": "probability_flow", "corrector_update": "corrector_update",
+           "schedule": "schedule"},
     "ode": {"solver": "solver", "rtol": "rtol", "atol": "atol"},
     "sde_solver": {"solver": "sde_solver"},
     "ddpm": {},
@@ -397,6 +398,7 @@ def check_config(config, *, check_network: bool = True) -> None:
     _choice("sampling.method", s.method, SAMPLER_FIELDS)
     _choice("sampling.predictor", s.predictor, predictors_lib.PREDICTORS)
     _choice("sampling.corrector", s.corrector, correctors_lib.CORRECTORS)
+    _choice("sampling.corrector_update", s.corrector_update, correctors_lib.UPDATES)
     _choice("sampling.schedule", s.schedule, (None,) + tuple(sampling_lib.SCHEDULES))
     _choice("sampling.solver", s.solver, ODE_METHODS)
     _choice("sampling.sde_solver", s.sde_solver, SDE_SOLVERS)
