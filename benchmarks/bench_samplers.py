@@ -9,8 +9,8 @@ Metrics (as in ../shared/peer/README.md, so rows can sit beside the official cod
     how many samples land in each component (the components' entropies differ by tens of nats).
     Two columns separate them, each sample assigned to its most probable component:
     shape gap = sum_k w_k [mean over component k's samples of -log N_k(x) - H(N_k)], the error of
-    the components' spreads (0 for exact samples, standard error about 0.3 in 192-D), and
-    weight TV = 1/2 sum_k |fraction in k - w_k| (about 0.01 for exact samples).
+    the components' spreads (0 for exact samples, standard error about 0.2 in 192-D), and
+    weight TV = 1/2 sum_k |fraction in k - w_k| (about 0.015 for 2000 exact samples).
 
 Usage:
     python benchmarks/bench_samplers.py --mixtures ../shared/peer/mixtures.npz --case image \
