@@ -116,6 +116,28 @@ def test_conditional_training_drops_labels_and_resumes_bitwise(tmp_path):
     assert_bitwise_equal(final_state(tmp_path / "ref"), final_state(tmp_path / "run"))
 
 
+def test_conditional_snapshot_samples_every_class_with_its_conditional_score(tmp_path):
+    config = conditional_toy(n_iters=20)
+    config.training.snapshot_sampling = True
+    trainer = training.Trainer(config, tmp_path, distributed.Context(), progress=False)
+    K = factory.data_num_classes(config)
+    score_fn_y, seen = trainer.ema_score, []
+
+    def recording_score(x, t, y=None):
+        seen.append(None if y is None else y.clone())
+        return score_fn_y(x, t, y)
+
+    trainer.ema_score = recording_score
+    assert trainer.run() == 20
+    snapshot = np.load(tmp_path / "snapshots" / "samples_00000020.npz")
+    n = config.sampling.batch_size
+    expected = torch.arange(n) % K
+    assert torch.equal(torch.from_numpy(snapshot["labels"]), expected)
+    assert snapshot["samples"].shape == (n, 2)
+    assert (tmp_path / "snapshots" / "samples_00000020.png").exists()
+    assert seen and all(y is not None and torch.equal(y, expected) for y in seen)  # never the null label
+
+
 def test_classifier_loss_is_the_cross_entropy_of_perturbed_data():
     """NoisyClassifierLoss with the exact posterior p_t(y | x_t) of the toy mixture: -log p_t(y | x_t)
     at x_t = alpha x_0 + std z; NetworkClassifier hands the network the SDE's labels 999 t."""

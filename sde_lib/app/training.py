@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import data as data_lib
-from ..guidance import drop_labels
+from ..guidance import classifier_free, drop_labels
 from . import distributed, factory, rng
 from .checkpoints import CheckpointDir, config_to_json, load_state
 from .ema import ExponentialMovingAverage
@@ -293,17 +293,22 @@ class Trainer:
             return self.batch_loss(self.ema_fn, x, y, g).mean().item()
 
     def snapshot_samples(self) -> None:
-        """Sample one batch with the EMA weights (rank 0) into `<workdir>/snapshots/`."""
+        """Sample one batch with the EMA weights (rank 0) into `<workdir>/snapshots/`; a
+        class-conditional model samples every class in turn with its conditional score."""
         s = self.config.sampling
         n = min(s.batch_size, SNAPSHOT_SAMPLES) if data_lib.is_image_data(self.config.data) else s.batch_size
+        labels, score_fn = None, self.ema_score
+        if self.conditional:  # sample i has class i mod K; w = 1 is the conditional score
+            labels = torch.arange(n) % self.null_label
+            score_fn = functools.partial(classifier_free, self.ema_score, w=1.0, null_label=self.null_label)
         solo = distributed.Context(device=self.ctx.device)
-        samples, info = draw_samples(solo, self.sde, self.ema_score, data_lib.data_shape(self.config.data),
+        samples, info = draw_samples(solo, self.sde, score_fn, data_lib.data_shape(self.config.data),
                                      num_samples=n, batch_size=n,
                                      seed=data_lib.derive_seed(factory.sampling_seed(self.config), self.step),
-                                     sample_kwargs=factory.sample_kwargs(self.config))
+                                     sample_kwargs=factory.sample_kwargs(self.config), labels=labels)
         reference = None if data_lib.is_image_data(self.config.data) else self.train_ds.x[:n]
         save_samples(samples, self.config, self.workdir / "snapshots" / f"samples_{self.step:08d}",
-                     reference=reference, title=f"step {self.step}, NFE {info['nfe']:.0f}")
+                     reference=reference, title=f"step {self.step}, NFE {info['nfe']:.0f}", labels=labels)
 
     # ---------------------------------------------------------------------------- run
     def run(self) -> int:
