@@ -1,5 +1,5 @@
 """The same command under torchrun: 2 CPU processes with gloo train with DDP, resume, and split
-sampling and likelihood evaluation over the ranks."""
+sampling, likelihood evaluation and inpainting over the ranks."""
 import json
 import subprocess
 import sys
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_torchrun_two_cpu_processes(tmp_path):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(ROOT / "main.py"), "--mode=train,train,sample,eval", f"--workdir={tmp_path}",
+        str(ROOT / "main.py"), "--mode=train,train,sample,eval,inpaint", f"--workdir={tmp_path}",
         "--device=cpu", "--noprogress",
         "--config.model.hidden_dim=32", "--config.model.num_blocks=1",
         "--config.training.batch_size=32", "--config.training.n_iters=20",
@@ -25,7 +25,10 @@ def test_torchrun_two_cpu_processes(tmp_path):
         "--config.sampling.num_samples=31", "--config.sampling.batch_size=8",
         "--config.sampling.rtol=1e-3", "--config.sampling.atol=1e-3",
         "--config.eval.num_points=31", "--config.eval.batch_size=8",
-        "--config.eval.rtol=1e-3", "--config.eval.atol=1e-3"]
+        "--config.eval.rtol=1e-3", "--config.eval.atol=1e-3",
+        "--config.controllable.num_samples=31", "--config.controllable.method=replacement",
+        "--config.controllable.sampler=ode",
+        "--config.controllable.known_value=1.5"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
@@ -44,3 +47,10 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert report["world_size"] == 2 and report["likelihood"]["n_points"] == 31
     assert report["likelihood"]["true"]["gap_nats_per_example"]["n"] == 31
     assert report["test_loss"]["n"] == 64
+
+    stem = tmp_path / "samples" / "step_00000020_inpaint_x0=1.5"
+    filled = np.load(f"{stem}.npz")["samples"]
+    assert filled.shape == (31, 2) and np.all(filled[:, 0] == 1.5)
+    assert len(np.unique(filled[:, 1])) == 31  # each rank drew its own share
+    summary = json.loads(Path(f"{stem}.json").read_text())
+    assert summary["world_size"] == 2 and len(summary["nfe_per_batch"]) == 2 + 2  # 16 and 15 samples, batches of 8

@@ -17,7 +17,8 @@ samples on the data, and their histogram beside the exact conditional density) a
 Gaussian-mixture toy, the exact conditional's NLL of the samples next to its entropy.
 
 `config.controllable.class_label` (None: unconditional, or one class), `guidance` and
-`guidance_scale` pick the score as in sample mode. Rank 0 does the work; other ranks wait.
+`guidance_scale` pick the score as in sample mode. Under torchrun the samples are split over the
+ranks as in sample mode (rank r draws samples r, r + W, ... with its own generator); rank 0 writes.
 """
 from __future__ import annotations
 
@@ -131,18 +132,26 @@ def score_for(config, model, classifier=None) -> Callable[[Tensor, Tensor], Tens
                            null_label=factory.data_num_classes(config), classifier=classifier)
 
 
-def _batched(config, fn: Callable[[int, torch.Generator], Tuple[Tensor, int]]) -> Tuple[Tensor, Dict[str, Any]]:
-    """Run fn(batch size, generator) over num_samples in batches; (samples, info)."""
+def _batched(ctx: distributed.Context, config, sample_shape: Tuple[int, ...],
+             fn: Callable[[int, torch.Generator], Tuple[Tensor, int]]) -> Tuple[Tensor, Dict[str, Any]]:
+    """Run fn(batch size, generator) over this rank's share of num_samples, in batches, and
+    gather every rank's samples in sample order; (samples (num_samples, *sample_shape) on the
+    CPU, info). Reproducible for a given seed, world size and batch size."""
     n, b = config.controllable.num_samples, config.sampling.batch_size
-    generator = torch.Generator().manual_seed(data_lib.derive_seed(factory.sampling_seed(config), 5))
+    seed = data_lib.derive_seed(data_lib.derive_seed(factory.sampling_seed(config), 5), ctx.rank)
+    generator = torch.Generator().manual_seed(seed)
+    mine = len(distributed.shard(n, ctx))
     start = time.perf_counter()
-    chunks, nfes = [], []
-    for i in range(0, n, b):
-        x, nfe = fn(min(b, n - i), generator)
+    chunks, nfes = [torch.zeros((0, *sample_shape))], []
+    for i in range(0, mine, b):
+        x, nfe = fn(min(b, mine - i), generator)
         chunks.append(x.float().cpu())
         nfes.append(nfe)
-    return torch.cat(chunks), {"nfe": float(np.mean(nfes)), "nfe_per_batch": nfes,
-                               "wall_s": time.perf_counter() - start}
+    rows = distributed.gather_rows(ctx, torch.cat(chunks).to(ctx.device)).cpu()
+    nfes = [nfe for rank_nfes in distributed.gather_objects(ctx, nfes) for nfe in rank_nfes]
+    return distributed.unshard(rows, n, ctx.world_size), {
+        "nfe": float(np.mean(nfes)), "nfe_per_batch": nfes, "wall_s": time.perf_counter() - start,
+        "world_size": ctx.world_size}
 
 
 def _summary(config, model, mode: str, info: Dict[str, Any], classifier) -> Dict[str, Any]:
@@ -169,21 +178,20 @@ def _write(stem: Path, grid: Tensor, arrays: Dict[str, np.ndarray], summary: Dic
 
 def run_inpaint(ctx: distributed.Context, config, workdir: Path, model, *, input_path=None,
                 mask_path=None, classifier=None, progress: bool = True) -> Dict[str, Any]:
-    """--mode inpaint: images from --input/--mask, or one known coordinate on 2-D data."""
-    summary: Dict[str, Any] = {}
-    if ctx.is_main:
-        if data_lib.is_image_data(config.data):
-            summary = _inpaint_image(config, model, ctx.device, Path(input_path), Path(mask_path),
-                                     classifier, progress)
-        else:
-            summary = _inpaint_toy(config, Path(workdir), model, ctx.device, classifier, progress)
+    """--mode inpaint: images from --input/--mask, or one known coordinate on 2-D data; the
+    summary on rank 0 ({} on the others)."""
+    progress = progress and ctx.is_main
+    if data_lib.is_image_data(config.data):
+        summary = _inpaint_image(ctx, config, model, Path(input_path), Path(mask_path), classifier, progress)
+    else:
+        summary = _inpaint_toy(ctx, config, Path(workdir), model, classifier, progress)
     distributed.barrier(ctx)
     return summary
 
 
-def _inpaint_image(config, model, device: torch.device, input_path: Path, mask_path: Path, classifier,
+def _inpaint_image(ctx: distributed.Context, config, model, input_path: Path, mask_path: Path, classifier,
                    progress) -> Dict[str, Any]:
-    x = read_image(input_path, config).to(device)
+    x = read_image(input_path, config).to(ctx.device)
     mask = read_mask(mask_path, (x.shape[-1], x.shape[-2])).to(x.device)
     score_fn, kwargs = score_for(config, model, classifier), factory.controllable_kwargs(config)
 
@@ -191,7 +199,9 @@ def _inpaint_image(config, model, device: torch.device, input_path: Path, mask_p
         return controllable.inpaint(model.sde, score_fn, x.expand(b, -1, -1, -1), mask,
                                     generator=generator, progress=progress, **kwargs)
 
-    samples, info = _batched(config, batch)
+    samples, info = _batched(ctx, config, tuple(x.shape[1:]), batch)
+    if not ctx.is_main:
+        return {}
     images, known = to_images(samples, config), mask.cpu().bool().expand_as(samples)
     source = to_images(x.cpu(), config)
     masked = torch.where(mask.cpu().bool(), source, torch.zeros_like(source))
@@ -206,18 +216,20 @@ def _inpaint_image(config, model, device: torch.device, input_path: Path, mask_p
 
 def run_colorize(ctx: distributed.Context, config, workdir: Path, model, *, input_path=None,
                  classifier=None, progress: bool = True) -> Dict[str, Any]:
-    """--mode colorize: colour images whose grey level (R + G + B) / 3 is the input's."""
+    """--mode colorize: colour images whose grey level (R + G + B) / 3 is the input's; the summary
+    on rank 0 ({} on the others)."""
+    progress = progress and ctx.is_main
+    input_path = Path(input_path)
+    x = read_image(input_path, config).to(ctx.device)
+    score_fn, kwargs = score_for(config, model, classifier), factory.controllable_kwargs(config)
+
+    def batch(b, generator):
+        return controllable.colorize(model.sde, score_fn, x.expand(b, -1, -1, -1),
+                                     generator=generator, progress=progress, **kwargs)
+
+    samples, info = _batched(ctx, config, tuple(x.shape[1:]), batch)
     summary: Dict[str, Any] = {}
     if ctx.is_main:
-        input_path = Path(input_path)
-        x = read_image(input_path, config).to(ctx.device)
-        score_fn, kwargs = score_for(config, model, classifier), factory.controllable_kwargs(config)
-
-        def batch(b, generator):
-            return controllable.colorize(model.sde, score_fn, x.expand(b, -1, -1, -1),
-                                         generator=generator, progress=progress, **kwargs)
-
-        samples, info = _batched(config, batch)
         images = to_images(samples, config)
         source = to_images(x.cpu(), config)
         gray = to_images(x.cpu().mean(dim=1, keepdim=True).expand_as(x.cpu()), config)
@@ -233,7 +245,7 @@ def run_colorize(ctx: distributed.Context, config, workdir: Path, model, *, inpu
     return summary
 
 
-def _inpaint_toy(config, workdir: Path, model, device: torch.device, classifier, progress) -> Dict[str, Any]:
+def _inpaint_toy(ctx: distributed.Context, config, workdir: Path, model, classifier, progress) -> Dict[str, Any]:
     c = config.controllable
     d, value = int(c.known_dim), float(c.known_value)
     dim = data_lib.data_dim(config.data)
@@ -242,12 +254,14 @@ def _inpaint_toy(config, workdir: Path, model, device: torch.device, classifier,
     score_fn, kwargs = score_for(config, model, classifier), factory.controllable_kwargs(config)
 
     def batch(b, generator):
-        x_known = torch.zeros(b, dim, device=device)
+        x_known = torch.zeros(b, dim, device=ctx.device)
         x_known[:, d] = value
         return controllable.inpaint(model.sde, score_fn, x_known, mask.to(x_known.device),
                                     generator=generator, progress=progress, **kwargs)
 
-    samples, info = _batched(config, batch)
+    samples, info = _batched(ctx, config, (dim,), batch)
+    if not ctx.is_main:
+        return {}
     summary = _summary(config, model, "inpaint", info, classifier)
     summary.update(known_dim=d, known_value=value)
     exact = None
