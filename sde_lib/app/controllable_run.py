@@ -23,7 +23,6 @@ ranks as in sample mode (rank r draws samples r, r + W, ... with its own generat
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
 
@@ -34,7 +33,7 @@ from PIL import Image
 from .. import controllable
 from .. import data as data_lib
 from . import distributed, factory, plots
-from .sampling_run import guided_score_fn, to_images
+from .sampling_run import guided_score_fn, sharded_batches, to_images
 
 Tensor = torch.Tensor
 GRID_ROW = 10  # images per row of the output grid
@@ -134,24 +133,12 @@ def score_for(config, model, classifier=None) -> Callable[[Tensor, Tensor], Tens
 
 def _batched(ctx: distributed.Context, config, sample_shape: Tuple[int, ...],
              fn: Callable[[int, torch.Generator], Tuple[Tensor, int]]) -> Tuple[Tensor, Dict[str, Any]]:
-    """Run fn(batch size, generator) over this rank's share of num_samples, in batches, and
-    gather every rank's samples in sample order; (samples (num_samples, *sample_shape) on the
-    CPU, info). Reproducible for a given seed, world size and batch size."""
-    n, b = config.controllable.num_samples, config.sampling.batch_size
-    seed = data_lib.derive_seed(data_lib.derive_seed(factory.sampling_seed(config), 5), ctx.rank)
-    generator = torch.Generator().manual_seed(seed)
-    mine = len(distributed.shard(n, ctx))
-    start = time.perf_counter()
-    chunks, nfes = [torch.zeros((0, *sample_shape))], []
-    for i in range(0, mine, b):
-        x, nfe = fn(min(b, mine - i), generator)
-        chunks.append(x.float().cpu())
-        nfes.append(nfe)
-    rows = distributed.gather_rows(ctx, torch.cat(chunks).to(ctx.device)).cpu()
-    nfes = [nfe for rank_nfes in distributed.gather_objects(ctx, nfes) for nfe in rank_nfes]
-    return distributed.unshard(rows, n, ctx.world_size), {
-        "nfe": float(np.mean(nfes)), "nfe_per_batch": nfes, "wall_s": time.perf_counter() - start,
-        "world_size": ctx.world_size}
+    """Run fn(batch size, generator) over num_samples split over the ranks, in batches
+    (`sharded_batches`); (samples (num_samples, *sample_shape) on the CPU, info)."""
+    seed = data_lib.derive_seed(factory.sampling_seed(config), 5)
+    samples, info = sharded_batches(ctx, config.controllable.num_samples, config.sampling.batch_size, seed,
+                                    sample_shape, lambda indices, generator: fn(len(indices), generator))
+    return samples, {**info, "world_size": ctx.world_size}
 
 
 def _summary(config, model, mode: str, info: Dict[str, Any], classifier) -> Dict[str, Any]:

@@ -43,15 +43,43 @@ def guided_score_fn(model, y: torch.Tensor, *, guidance: str, scale: float, null
     return guidance_lib.classifier_free(model.score_fn, y, w, null_label)
 
 
+def sharded_batches(ctx: distributed.Context, num_samples: int, batch_size: int, seed: int,
+                    shape: Tuple[int, ...], fn: Callable[[torch.Tensor, torch.Generator], Tuple[torch.Tensor, int]],
+                    *, desc: str = "sampling", progress: bool = False) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """Samples 0 .. num_samples - 1 split over the ranks and drawn in batches.
+
+    Rank r runs fn(indices, generator) -> (x (len(indices), *shape), nfe) on its samples r, r + W,
+    ... in batches of `batch_size`, with one generator seeded by (seed, r); the rows are gathered
+    in sample order on every rank, so the result is reproducible for a given seed, world size and
+    batch size.
+
+    Returns:
+      (samples (num_samples, *shape) float32 on the CPU, info) with info["nfe"] the score
+      evaluations per sample trajectory (mean over all batches), info["nfe_per_batch"],
+      info["wall_s"] the wall time.
+    """
+    start = time.perf_counter()
+    indices = torch.tensor(list(distributed.shard(num_samples, ctx)), dtype=torch.long)
+    generator = torch.Generator().manual_seed(data_lib.derive_seed(seed, ctx.rank))
+    chunks, nfes = [torch.zeros((0, *shape), device=ctx.device)], []
+    for i in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False):
+        x, nfe = fn(indices[i:i + batch_size], generator)
+        chunks.append(x.float().to(ctx.device))
+        nfes.append(nfe)
+    rows = distributed.gather_rows(ctx, torch.cat(chunks))
+    samples = distributed.unshard(rows, num_samples, ctx.world_size).cpu()
+    all_nfes = [n for part in distributed.gather_objects(ctx, nfes) for n in part]
+    info = {"nfe": float(np.mean(all_nfes)) if all_nfes else 0.0,
+            "nfe_per_batch": all_nfes, "wall_s": time.perf_counter() - start}
+    return samples, info
+
+
 def draw_samples(ctx: distributed.Context, sde, score_fn: Callable, data_shape: Tuple[int, ...], *,
                  num_samples: int, batch_size: int, seed: int, sample_kwargs: Dict[str, Any],
                  labels: Optional[torch.Tensor] = None,
                  progress: bool = False) -> Tuple[torch.Tensor, Dict[str, Any]]:
-    """`num_samples` samples in model space, drawn in batches split over the ranks.
-
-    Rank r draws samples r, r + W, ... in batches of `batch_size` with a generator seeded by
-    (seed, r); the result is the same on every rank (gathered, in sample order) and is
-    reproducible for a given seed, world size and batch size.
+    """`num_samples` samples in model space, drawn in batches split over the ranks
+    (`sharded_batches`: reproducible for a given seed, world size and batch size).
 
     Args:
       score_fn: score_fn(x, t); with `labels`, a function of one batch's labels (B,) that returns
@@ -59,30 +87,15 @@ def draw_samples(ctx: distributed.Context, sde, score_fn: Callable, data_shape: 
       labels: (num_samples,) class labels of the samples, or None.
 
     Returns:
-      (samples (num_samples, *data_shape) float32 on the CPU, info) with info["nfe"] the score
-      evaluations per sample trajectory (mean over batches), info["wall_s"] the wall time.
+      (samples (num_samples, *data_shape) float32 on the CPU, info) as `sharded_batches`.
     """
-    start = time.perf_counter()
-    indices = torch.tensor(list(distributed.shard(num_samples, ctx)), dtype=torch.long)
-    mine = len(indices)
-    generator = torch.Generator().manual_seed(data_lib.derive_seed(seed, ctx.rank))
-    chunks, nfes = [], []
-    starts = list(range(0, mine, batch_size))
-    for i in tqdm(starts, desc=f"sampling ({sample_kwargs['method']})", disable=not progress,
-                  leave=False):
-        batch = indices[i:i + batch_size]
-        fn = score_fn if labels is None else score_fn(labels[batch].to(ctx.device))
-        x, nfe = sample(sde, fn, (len(batch), *data_shape), generator=generator, device=ctx.device,
-                        **sample_kwargs)
-        chunks.append(x.float())
-        nfes.append(nfe)
-    local = torch.cat(chunks) if chunks else torch.zeros((0, *data_shape), device=ctx.device)
-    rows = distributed.gather_rows(ctx, local)
-    samples = distributed.unshard(rows, num_samples, ctx.world_size).cpu()
-    all_nfes = [n for part in distributed.gather_objects(ctx, nfes) for n in part]
-    info = {"nfe": float(np.mean(all_nfes)) if all_nfes else 0.0,
-            "nfe_per_batch": all_nfes, "wall_s": time.perf_counter() - start}
-    return samples, info
+    def batch(indices, generator):
+        fn = score_fn if labels is None else score_fn(labels[indices].to(ctx.device))
+        return sample(sde, fn, (len(indices), *data_shape), generator=generator, device=ctx.device,
+                      **sample_kwargs)
+
+    return sharded_batches(ctx, num_samples, batch_size, seed, data_shape, batch,
+                           desc=f"sampling ({sample_kwargs['method']})", progress=progress)
 
 
 def to_images(samples: torch.Tensor, config) -> torch.Tensor:
