@@ -59,7 +59,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .predictors import reverse_sde_final_step
-from .sampling import DENOISE, PC_OPTIONS, pc_steppers, sample, time_grid, time_points
+from .grids import time_grid, time_points
+from .sampling import DENOISE, PC_OPTIONS, pc_steppers, sample
 from .score import CountingScore
 from .utils import (batch_broadcast, check_choice, check_end_time, check_finite,
                     check_positive_int, flat_sum, randn_like)

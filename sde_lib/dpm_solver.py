@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .predictors import reverse_sde_final_step
-from .sampling import steps, time_points
+from .grids import steps, time_points
 from .utils import batch_broadcast, check_choice
 
 Tensor = torch.Tensor
