@@ -8,7 +8,7 @@ The known coordinates y = x_known[mask == 1] condition the sample; the returned 
 exactly and `nfe` counts the calls of `score_fn` (for "smc" each call is on particles x B
 examples).
 
-Methods (`METHODS`):
+Methods (`METHODS`, each a dataclass whose fields are its own options):
   * "replacement" (Song et al. 2021, App. I, the official method): after every predictor and
     corrector update the known coordinates are replaced by a fresh forward-diffused sample
     alpha(t) y + std(t) z of the known data at the time the state is at. With `sampler="ode"` it
@@ -28,16 +28,15 @@ Methods (`METHODS`):
     chain's exact conditional, which for the exact score is p_0(x_u | y) up to discretisation.
     The bias at finite `particles` is O(1/particles); each score call is on particles x B.
 
-Samplers (`SAMPLERS`) and their options:
-  * "pc": predictor-corrector steps (options and defaults as `sampling.pc_sampler`: predictor,
-    corrector, snr, n_steps, probability_flow, step_size_rule, corrector_update, schedule;
-    reverse diffusion + Langevin, snr 0.16, on the official grid, as the official code; its
-    Langevin update is corrector_update="euler_maruyama").
-    Corrector first, then predictor, as in the official code.
+Samplers (`SAMPLERS`) and their options, which are those of the same `sampling.METHODS` entry
+(one declaration, `sampling.method_options(name)`):
+  * "pc": predictor-corrector steps, the steps of `sampling.METHODS["pc"]` (reverse diffusion +
+    Langevin, snr 0.16, on the official grid, as the official code; its Langevin update is
+    corrector_update="euler_maruyama"). Corrector first, then predictor, as in the official code.
   * "ddpm": ancestral sampling down the SDE's chain, no corrector (Ho et al. 2020, Alg. 2); for
-    "smc", DDPM posterior steps on any time grid (option `schedule`).
-  * "ode": the probability-flow ODE (eq. 13) solved by `sampling.sample(method="ode")` (solver,
-    rtol, atol; "replacement" only). The known coordinates follow their own probability-flow
+    "smc", DDPM posterior steps on any time grid (the method's option `schedule`).
+  * "ode": the probability-flow ODE (eq. 13), `sampling.METHODS["ode"]` with its options
+    ("replacement" only). The known coordinates follow their own probability-flow
     path alpha(t) y + std(t) z with one z drawn at the start (the probability-flow trajectory of
     the point mass at y, and the deterministic analogue of replacement): the model's score is
     evaluated with the known coordinates on that path, and on the known coordinates the score
@@ -52,31 +51,25 @@ is COLOR_BASIS^T applied to the score of the image, since the forward SDEs are i
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, Optional, Tuple
+from typing import Callable, ClassVar, Optional, Tuple
 
 import torch
-from tqdm.auto import tqdm
 
+from .grids import SCHEDULES, time_points
 from .predictors import reverse_sde_final_step
-from .grids import time_grid, time_points
-from .sampling import DENOISE, PC_OPTIONS, pc_steppers, sample
+from .progress import progress_bar
+from .samplers.base import DEFAULT_EPS, DENOISE, SamplingMethod
+from .sampling import METHODS as SAMPLING_METHODS
+from .sampling import build_method
 from .score import CountingScore
 from .utils import (batch_broadcast, check_choice, check_end_time, check_finite,
                     check_positive_int, flat_sum, randn_like)
 
 Tensor = torch.Tensor
 
-METHODS = ("replacement", "repaint", "smc")
 SAMPLERS = ("pc", "ddpm", "ode")
-# method -> the samplers it runs with, the first being its default
-METHOD_SAMPLERS = {"replacement": ("pc", "ddpm", "ode"), "repaint": ("pc", "ddpm"), "smc": ("ddpm",)}
-SAMPLER_OPTIONS = {
-    "pc": PC_OPTIONS,
-    "ddpm": (),
-    "ode": ("solver", "rtol", "atol"),
-}
-METHOD_OPTIONS = {"replacement": (), "repaint": ("jump", "resample"), "smc": ("particles", "ess_threshold", "schedule")}
 
 # Orthonormal colour basis (columns): luminance (1, 1, 1)/sqrt(3), then (-2, 1, 1)/sqrt(6) and
 # (0, 1, -1)/sqrt(2); the official code's matrix M rounded to float32 is this one.
@@ -139,51 +132,150 @@ def renoise(sde, x: Tensor, t: Tensor, t_later: Tensor, generator: Optional[torc
     return batch_broadcast(ratio, x) * x + batch_broadcast(var.sqrt(), x) * randn_like(x, generator)
 
 
-# ------------------------------------------------------------------------------------ samplers
-def _stepping(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generator, progress,
-              jump: int = 10, resample: int = 1, **pc_options) -> Tensor:
-    """PC steps with replacement after every update; RePaint jumps when resample > 1.
+# ------------------------------------------------------------------------------------ methods
+@dataclasses.dataclass(frozen=True)
+class InpaintingMethod:
+    """Base of the method declarations: fields are the method's own options.
 
-    As `sampling.pc_sampler` (the same `pc_options` and defaults): corrector at t_k, then
-    predictor to t_{k+1}; the last step as `denoise` says (`Predictor.final_step`). The known
-    part is replaced at the time the state is at after each update (the official code replaces
-    with time t_k after the predictor step too, one step behind).
+    Class attributes:
+      samplers: the samplers it runs with (`SAMPLERS`), the first being its default.
+    """
+
+    samplers: ClassVar[Tuple[str, ...]] = ("pc", "ddpm", "ode")
+
+    def __post_init__(self):
+        self.validate()
+
+    @classmethod
+    def option_defaults(cls):
+        """The method's own options and their defaults."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    def options(self):
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        """Check the option values; raise ValueError naming the option."""
+
+    def default_denoise(self, sampler: SamplingMethod):
+        return type(sampler).default_denoise
+
+    def check(self, sde, sampler: SamplingMethod, N: int, eps: float) -> None:
+        """What depends on the SDE: the chain of the stepping samplers."""
+        sampler.check(sde, N, eps)
+
+    def run(self, sde, score_fn, known: "KnownData", x: Tensor, *, sampler: SamplingMethod, eps, denoise,
+            N, generator, progress) -> Tensor:
+        raise NotImplementedError
+
+
+def _as_steps(sampler: SamplingMethod) -> SamplingMethod:
+    """The predictor-corrector form of a stepping sampler ("ddpm" is ancestral PC)."""
+    return getattr(sampler, "as_pc", sampler)
+
+
+@dataclasses.dataclass(frozen=True)
+class Replacement(InpaintingMethod):
+    """Song et al. (2021), App. I: after every update the known coordinates are replaced by a
+    fresh sample of q(x_t | y); with the "ode" sampler the deterministic analogue (module
+    docstring)."""
+
+    def run(self, sde, score_fn, known, x, *, sampler, eps, denoise, N, generator, progress):
+        if isinstance(sampler, SAMPLING_METHODS["ode"]):
+            return _ode(sde, score_fn, known, x, sampler=sampler, eps=eps, denoise=denoise, N=N,
+                        generator=generator, progress=progress)
+        return _stepping(sde, score_fn, known, x, _as_steps(sampler), eps=eps, denoise=denoise, N=N,
+                         generator=generator, progress=progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class RePaint(InpaintingMethod):
+    """Lugmayr et al. (2022), Alg. 1 with jumps: replacement, and every `jump` steps the state is
+    diffused back over the last `jump` steps and those are redone, `resample` times in all."""
+
+    jump: int = 10
+    resample: int = 10
+
+    samplers: ClassVar[Tuple[str, ...]] = ("pc", "ddpm")
+
+    def validate(self):
+        check_positive_int("jump", self.jump)
+        check_positive_int("resample", self.resample)
+
+    def run(self, sde, score_fn, known, x, *, sampler, eps, denoise, N, generator, progress):
+        return _stepping(sde, score_fn, known, x, _as_steps(sampler), eps=eps, denoise=denoise, N=N,
+                         generator=generator, progress=progress, jump=self.jump, resample=self.resample)
+
+
+@dataclasses.dataclass(frozen=True)
+class SMC(InpaintingMethod):
+    """SMCDiff (Trippe et al. 2023): a particle filter over DDPM posterior steps on the N times
+    of `schedule` (module docstring); `particles` per example, resampled when the effective
+    sample size falls below `ess_threshold` x particles."""
+
+    particles: int = 16
+    ess_threshold: float = 0.5
+    schedule: str = "logsnr"
+
+    samplers: ClassVar[Tuple[str, ...]] = ("ddpm",)
+
+    def validate(self):
+        check_positive_int("particles", self.particles)
+        t = self.ess_threshold
+        if isinstance(t, bool) or not (isinstance(t, (int, float)) and 0.0 <= t <= 1.0):
+            raise ValueError(f"ess_threshold={t!r}: expected a number in [0, 1]")
+        check_choice("schedule", self.schedule, SCHEDULES)
+
+    def default_denoise(self, sampler):
+        return "pf"
+
+    def check(self, sde, sampler, N, eps):
+        pass  # posterior steps between any two times: no chain
+
+    def run(self, sde, score_fn, known, x, *, sampler, eps, denoise, N, generator, progress):
+        return _smc(sde, score_fn, known, x, eps=eps, denoise=denoise, N=N, generator=generator,
+                    progress=progress, particles=self.particles, ess_threshold=self.ess_threshold,
+                    schedule=self.schedule)
+
+
+METHODS = {"replacement": Replacement, "repaint": RePaint, "smc": SMC}
+
+
+# ------------------------------------------------------------------------------------ runners
+def _stepping(sde, score_fn, known: KnownData, x: Tensor, pc: SamplingMethod, *, eps, denoise, N, generator,
+              progress, jump: int = 1, resample: int = 1) -> Tensor:
+    """Predictor-corrector steps (`samplers.pc.PCSteps`) with replacement after every update;
+    RePaint jumps when resample > 1.
 
     RePaint schedule: after reaching grid index k = jump, 2 jump, ... (up to N, i.e. t = 0), the
     state is diffused from t_k back to t_{k - jump} and the steps are redone, resample - 1 times
-    per index, so a block of `jump` steps is run `resample` times.
+    per index, so a block of `jump` steps is run `resample` times. The known part is replaced at
+    the time the state is at after each update (the official code replaces with time t_k after
+    the predictor step too, one step behind).
     """
-    jump, resample = check_positive_int("jump", jump), check_positive_int("resample", resample)
-    sde, predictor_obj, corrector_obj, schedule = pc_steppers(sde, score_fn, N, **pc_options)
-    grid = time_grid(sde, eps, N, schedule, x.device)
+    steps = pc.build(sde, score_fn, N, eps, x.device)
     jumps_left = {k: resample - 1 for k in range(jump, N + 1, jump)} if resample > 1 else {}
     total = N + sum(jumps_left.values()) * jump
-    B = x.shape[0]
 
-    def at(k: int) -> Tensor:
-        return grid[k].to(x.dtype).expand(B)
+    def project(x, t):
+        return known.replace(x, t, generator)
 
     k = 0
-    x = known.replace(x, at(0), generator)  # the official code starts from the clean known data
-    for _ in tqdm(range(total), desc="inpainting", disable=not progress, leave=False):
-        t, t_next = at(k), at(k + 1)
-        x, _ = corrector_obj.correct(x, t, generator)
-        x = known.replace(x, t, generator)
-        if k == N - 1:
-            x = predictor_obj.final_step(x, t, t_next, denoise, generator)
-        else:
-            x, _ = predictor_obj.step(x, t, t_next, generator)
-        x = known.replace(x, t_next, generator)
-        k += 1
-        if jumps_left.get(k, 0) > 0:  # RePaint: diffuse back over the last `jump` steps
-            jumps_left[k] -= 1
-            x = renoise(sde, x, t_next, at(k - jump), generator)
-            k -= jump
+    x = project(x, steps.time(0, x))  # the official code starts from the clean known data
+    with progress_bar(progress, total, "inpainting") as bar:
+        for _ in range(total):
+            x = steps.update(x, k, denoise=denoise, generator=generator, project=project)
+            k += 1
+            if jumps_left.get(k, 0) > 0:  # RePaint: diffuse back over the last `jump` steps
+                jumps_left[k] -= 1
+                x = renoise(steps.sde, x, steps.time(k, x), steps.time(k - jump, x), generator)
+                k -= jump
+            bar.update(1)
     return x
 
 
-def _ode(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generator, progress,
-         solver: str = "RK45", rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
+def _ode(sde, score_fn, known: KnownData, x: Tensor, *, sampler: SamplingMethod, eps, denoise, N, generator,
+         progress) -> Tensor:
     """Probability-flow ODE with the known coordinates on their own flow path alpha y + std z."""
     z_known = randn_like(x, generator)
 
@@ -197,9 +289,8 @@ def _ode(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generat
     T = torch.full((x.shape[0],), sde.T, dtype=x.dtype, device=x.device)
     mean_T, std_T = known.mean_std(T)
     x_T = torch.where(known.mask, mean_T + batch_broadcast(std_T, x) * z_known, x)
-    x, _ = sample(sde, score_fn=conditional_score, shape=x.shape, method="ode", eps=eps, denoise=denoise,
-                  N=N, progress=progress, x_T=x_T, solver=solver, rtol=rtol, atol=atol)
-    return x
+    return sampler.run(sde, conditional_score, x_T, eps=eps, denoise=denoise, N=N, generator=generator,
+                       progress=progress)
 
 
 def posterior_step(sde, x: Tensor, t: Tensor, t_next: Tensor, score: Tensor) -> Tuple[Tensor, Tensor]:
@@ -225,9 +316,7 @@ def _smc(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generat
          particles: int = 16, ess_threshold: float = 0.5, schedule: str = "logsnr") -> Tensor:
     """SMCDiff (Trippe et al. 2023) with DDPM posterior steps on the N times of `schedule` from T
     to eps; with `denoise` a final noise-free step to zero noise (N score calls in all)."""
-    P = check_positive_int("particles", particles)
-    if isinstance(ess_threshold, bool) or not (isinstance(ess_threshold, (int, float)) and 0.0 <= ess_threshold <= 1.0):
-        raise ValueError(f"ess_threshold={ess_threshold!r}: expected a number in [0, 1]")
+    P = particles
     B, shape = x.shape[0], x.shape[1:]
     times = time_points(sde, eps, N if denoise else N + 1, schedule, x.device)
     if not denoise:
@@ -249,22 +338,24 @@ def _smc(sde, score_fn, known: KnownData, x: Tensor, *, eps, denoise, N, generat
     x = sde.prior_sampling((B * P, *shape), generator=generator, device=x.device, dtype=x.dtype)
     log_w = torch.zeros(B, P, dtype=torch.float64, device=x.device)
     rows = torch.arange(B, device=x.device)[:, None] * P
-    for k in tqdm(range(len(times) - 1), desc="SMC inpainting", disable=not progress, leave=False):
-        t, t_next = vec(k, B * P), vec(k + 1, B * P)
-        x = torch.where(mask, rep(path[k]), x)
-        x_mean, std = posterior_step(sde, x, t, t_next, score_fn(x, t))
-        std0 = float(std[0])
-        if std0 > 0:  # weight: the model's density of the next known value, N(y'; x_mean, std^2)
-            r = torch.where(mask, (rep(path[k + 1]) - x_mean) / std0, torch.zeros_like(x_mean))
-            log_w = log_w - 0.5 * flat_sum(r.double().square()).view(B, P)
-        x = x_mean + std0 * randn_like(x, generator)
-        weights = torch.softmax(log_w, dim=1)
-        ess = 1.0 / weights.square().sum(1)
-        low = ess < ess_threshold * P
-        if bool(low.any()):
-            idx = torch.where(low[:, None], systematic_resample(weights, generator), torch.arange(P, device=x.device))
-            x = x[(rows + idx).reshape(-1)]
-            log_w = torch.where(low[:, None], torch.zeros_like(log_w), log_w)
+    with progress_bar(progress, len(times) - 1, "SMC inpainting") as bar:
+        for k in range(len(times) - 1):
+            t, t_next = vec(k, B * P), vec(k + 1, B * P)
+            x = torch.where(mask, rep(path[k]), x)
+            x_mean, std = posterior_step(sde, x, t, t_next, score_fn(x, t))
+            std0 = float(std[0])
+            if std0 > 0:  # weight: the model's density of the next known value, N(y'; x_mean, std^2)
+                r = torch.where(mask, (rep(path[k + 1]) - x_mean) / std0, torch.zeros_like(x_mean))
+                log_w = log_w - 0.5 * flat_sum(r.double().square()).view(B, P)
+            x = x_mean + std0 * randn_like(x, generator)
+            weights = torch.softmax(log_w, dim=1)
+            ess = 1.0 / weights.square().sum(1)
+            low = ess < ess_threshold * P
+            if bool(low.any()):
+                idx = torch.where(low[:, None], systematic_resample(weights, generator), torch.arange(P, device=x.device))
+                x = x[(rows + idx).reshape(-1)]
+                log_w = torch.where(low[:, None], torch.zeros_like(log_w), log_w)
+            bar.update(1)
     pick = torch.multinomial(torch.softmax(log_w, dim=1), 1, replacement=True, generator=generator)
     x = x[(rows + pick)[:, 0]]
     if denoise:
@@ -287,14 +378,101 @@ def systematic_resample(weights: Tensor, generator: Optional[torch.Generator]) -
     return torch.searchsorted(cdf, u).clamp(max=P - 1)
 
 
-_RUNNERS = {"pc": _stepping, "ddpm": _stepping, "ode": _ode}
-
-
 # ------------------------------------------------------------------------------------ entry points
+@dataclasses.dataclass(frozen=True)
+class Inpainter:
+    """An inpainting method with its sampler and the shared settings, checked (`build_inpainter`).
+
+    Call `check(sde)` once before any work, then `inpaint(...)` or `colorize(...)` per batch.
+    """
+
+    name: str
+    method: InpaintingMethod
+    sampler_name: str
+    sampler: SamplingMethod
+    eps: float = DEFAULT_EPS
+    denoise: object = True
+    N: Optional[int] = None
+
+    def __post_init__(self):
+        if self.denoise is True or self.denoise is None:  # each sampler's default final step
+            object.__setattr__(self, "denoise", self.method.default_denoise(self.sampler))
+        check_choice("denoise", self.denoise, DENOISE)
+        if self.N is not None:
+            check_positive_int("N", self.N)
+
+    def check(self, sde) -> None:
+        """eps in (0, T) and what the method and sampler need of the SDE at N steps."""
+        check_end_time(self.eps, sde.T)
+        self.method.check(sde, self.sampler, sde.N if self.N is None else self.N, float(self.eps))
+
+    def describe(self):
+        """The settings, JSON-ready."""
+        return {"method": self.name, "sampler": self.sampler_name, "eps": self.eps, "denoise": self.denoise,
+                "N": self.N, **self.method.options(), **self.sampler.options()}
+
+    def inpaint(self, sde, score_fn: Callable[[Tensor, Tensor], Tensor], x_known: Tensor, mask: Tensor, *,
+                generator: Optional[torch.Generator] = None, progress=False) -> Tuple[Tensor, int]:
+        """See `inpaint`."""
+        known = _known_data(sde, x_known, mask)
+        x_T = sde.prior_sampling(x_known.shape, generator=generator, device=x_known.device, dtype=x_known.dtype)
+        counter = CountingScore(score_fn)
+        with torch.no_grad():
+            x = self.method.run(sde, counter, known, x_T, sampler=self.sampler, eps=float(self.eps),
+                                denoise=self.denoise, N=sde.N if self.N is None else self.N,
+                                generator=generator, progress=progress)
+        return known.finish(x), counter.nfe
+
+    def colorize(self, sde, score_fn: Callable[[Tensor, Tensor], Tensor], gray: Tensor, *,
+                 generator: Optional[torch.Generator] = None, progress=False) -> Tuple[Tensor, int]:
+        """See `colorize`."""
+        _check_gray(gray)
+        g = gray.mean(dim=1, keepdim=True)
+        z_known = torch.cat([math.sqrt(3.0) * g, torch.zeros_like(g), torch.zeros_like(g)], dim=1)
+        mask = torch.zeros((1, 3) + (1,) * (gray.ndim - 2), dtype=torch.bool, device=gray.device)
+        mask[:, 0] = True
+
+        def decoupled_score(z: Tensor, t: Tensor) -> Tensor:
+            return decouple(score_fn(couple(z), t))
+
+        z, nfe = self.inpaint(sde, decoupled_score, z_known, mask, generator=generator, progress=progress)
+        return couple(z), nfe
+
+
+def _check_gray(gray) -> None:
+    if not torch.is_tensor(gray) or gray.ndim < 2 or gray.shape[1] not in (1, 3):
+        shape = tuple(gray.shape) if torch.is_tensor(gray) else type(gray).__name__
+        raise ValueError(f"gray has shape {shape}; expected (B, 1, ...) or (B, 3, ...)")
+
+
+def build_inpainter(method: str = "replacement", *, sampler: Optional[str] = None, eps: float = DEFAULT_EPS,
+                    denoise=True, N: Optional[int] = None, **options) -> Inpainter:
+    """An `Inpainter`: `method` (METHODS) with its options, run by `sampler` (one of the method's
+    `samplers`, default its first) with that sampler's options (`sampling.method_options`).
+
+    Raises:
+      ValueError: unknown method, sampler or option, or a bad value; before any work.
+    """
+    check_choice("method", method, METHODS)
+    cls = METHODS[method]
+    sampler = cls.samplers[0] if sampler is None else sampler
+    check_choice("sampler", sampler, cls.samplers)
+    own = cls.option_defaults()
+    # "ddpm" means the chain (or, for smc, posterior steps): none of its options to set
+    sampler_own = {} if sampler == "ddpm" else SAMPLING_METHODS[sampler].option_defaults()
+    unknown = sorted(set(options) - set(own) - set(sampler_own))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for method={method!r}, sampler={sampler!r}; "
+                         f"its options are {list(sampler_own) + list(own)}")
+    method_obj = cls(**{k: v for k, v in options.items() if k in own})
+    sampler_obj = build_method(sampler, **{k: v for k, v in options.items() if k in sampler_own})
+    return Inpainter(method, method_obj, sampler, sampler_obj, eps=eps, denoise=denoise, N=N)
+
+
 def inpaint(sde, score_fn: Callable[[Tensor, Tensor], Tensor], x_known: Tensor, mask: Tensor,
-            method: str = "replacement", *, sampler: Optional[str] = None, eps: float = 1e-3,
+            method: str = "replacement", *, sampler: Optional[str] = None, eps: float = DEFAULT_EPS,
             denoise=True, N: Optional[int] = None, generator: Optional[torch.Generator] = None,
-            progress: bool = False, **options) -> Tuple[Tensor, int]:
+            progress=False, **options) -> Tuple[Tensor, int]:
     """Sample x ~ p_0(x | x[mask] = x_known[mask]) with an unconditional score (see module docstring).
 
     Args:
@@ -304,45 +482,24 @@ def inpaint(sde, score_fn: Callable[[Tensor, Tensor], Tensor], x_known: Tensor, 
       mask: 1 where known, 0 where to fill in; x_known's shape or broadcastable to it (e.g. one
         (1, C, H, W) mask for the batch, or (B, 1, H, W) for all channels); bool or numbers.
       method: one of METHODS.
-      sampler: one of METHOD_SAMPLERS[method]; default its first.
+      sampler: one of the method's samplers; default its first.
       eps, denoise, N, generator, progress: as `sampling.sample` (N defaults to the SDE's N).
-      **options: the sampler's options (SAMPLER_OPTIONS) and the method's (METHOD_OPTIONS):
-        repaint: jump (10), resample (10), the j and r of Lugmayr et al.;
-        smc: particles (16), ess_threshold (0.5).
+      **options: the sampler's options (`sampling.method_options(sampler)`) and the method's
+        (its dataclass fields): repaint: jump (10), resample (10), the j and r of Lugmayr et
+        al.; smc: particles (16), ess_threshold (0.5), schedule ("logsnr").
 
     Returns:
       (samples of x_known's shape and dtype, equal to x_known where known; nfe: score_fn calls).
 
     Raises:
       ValueError: unknown method, sampler or option; a mask that does not broadcast to x_known
-        or holds values other than 0 and 1; non-finite known data; bad N or eps.
+        or holds values other than 0 and 1; non-finite known data; bad N or eps; a chain that is
+        invalid at N levels.
     """
-    check_choice("method", method, METHODS)
-    sampler = METHOD_SAMPLERS[method][0] if sampler is None else sampler
-    check_choice("sampler", sampler, METHOD_SAMPLERS[method])
-    allowed = SAMPLER_OPTIONS[sampler] + METHOD_OPTIONS[method]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for method={method!r}, sampler={sampler!r}; "
-                         f"its options are {list(allowed)}")
-    if sampler == "ddpm" and method != "smc":
-        options.update(predictor="ancestral_sampling", corrector="none", schedule="uniform")
-    if method == "repaint":
-        options.setdefault("jump", 10)
-        options.setdefault("resample", 10)
-    if denoise is True or denoise is None:  # each sampler's default final step, as sample()
-        denoise = "mean" if sampler == "ddpm" and method != "smc" else "pf"
-    check_choice("denoise", denoise, DENOISE)
-    known = _known_data(sde, x_known, mask)
-    check_end_time(eps, sde.T)
-    N = sde.N if N is None else check_positive_int("N", N)
-    runner = _smc if method == "smc" else _RUNNERS[sampler]
-    x_T = sde.prior_sampling(x_known.shape, generator=generator, device=x_known.device, dtype=x_known.dtype)
-    counter = CountingScore(score_fn)
-    with torch.no_grad():
-        x = runner(sde, counter, known, x_T, eps=eps, denoise=denoise, N=N, generator=generator,
-                   progress=progress, **options)
-    return known.finish(x), counter.nfe
+    inpainter = build_inpainter(method, sampler=sampler, eps=eps, denoise=denoise, N=N, **options)
+    _known_data(sde, x_known, mask)
+    inpainter.check(sde)
+    return inpainter.inpaint(sde, score_fn, x_known, mask, generator=generator, progress=progress)
 
 
 def _known_data(sde, x_known: Tensor, mask: Tensor) -> KnownData:
@@ -365,18 +522,18 @@ def _known_data(sde, x_known: Tensor, mask: Tensor) -> KnownData:
 
 
 def colorize(sde, score_fn: Callable[[Tensor, Tensor], Tensor], gray: Tensor, method: str = "replacement",
-             **options) -> Tuple[Tensor, int]:
+             *, generator: Optional[torch.Generator] = None, progress=False, **options) -> Tuple[Tensor, int]:
     """Sample colour images x ~ p_0(x | grey level) with an unconditional score of RGB images.
 
     The grey level g = (R + G + B) / 3 fixes the luminance channel sqrt(3) g of the decoupled
-    image (`decouple`); the two chroma channels are inpainted there with `inpaint` and the
-    result is mapped back (`couple`), as the official colorizer does.
+    image (`decouple`); the two chroma channels are inpainted there and the result is mapped
+    back (`couple`), as the official colorizer does.
 
     Args:
       sde, score_fn: as `inpaint`; score_fn takes RGB images (B, 3, ...).
       gray: (B, 1, ...) grey levels, or (B, 3, ...) images whose channel mean is the grey level
         (a grey image has three equal channels, the official input).
-      method, **options: as `inpaint`.
+      method, **options: as `inpaint` (sampler, eps, denoise, N and the options).
 
     Returns:
       (colour images (B, 3, ...) whose channel mean is `gray`, nfe).
@@ -384,16 +541,7 @@ def colorize(sde, score_fn: Callable[[Tensor, Tensor], Tensor], gray: Tensor, me
     Raises:
       ValueError: gray without 1 or 3 channels; as `inpaint`.
     """
-    if not torch.is_tensor(gray) or gray.ndim < 2 or gray.shape[1] not in (1, 3):
-        shape = tuple(gray.shape) if torch.is_tensor(gray) else type(gray).__name__
-        raise ValueError(f"gray has shape {shape}; expected (B, 1, ...) or (B, 3, ...)")
-    g = gray.mean(dim=1, keepdim=True)
-    z_known = torch.cat([math.sqrt(3.0) * g, torch.zeros_like(g), torch.zeros_like(g)], dim=1)
-    mask = torch.zeros((1, 3) + (1,) * (gray.ndim - 2), dtype=torch.bool, device=gray.device)
-    mask[:, 0] = True
-
-    def decoupled_score(z: Tensor, t: Tensor) -> Tensor:
-        return decouple(score_fn(couple(z), t))
-
-    z, nfe = inpaint(sde, decoupled_score, z_known, mask, method, **options)
-    return couple(z), nfe
+    inpainter = build_inpainter(method, **options)
+    _check_gray(gray)
+    inpainter.check(sde)
+    return inpainter.colorize(sde, score_fn, gray, generator=generator, progress=progress)
