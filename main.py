@@ -9,28 +9,27 @@
     python main.py --config configs/vp_toy_conditional.py --mode train,sample --workdir runs/cond
     python main.py --config configs/vp_cifar10.py --mode inpaint --workdir runs/vp \\
         --input photo.png --mask mask.png
+    python main.py --config runs/vp/config.json --mode sample --workdir runs/vp    (a run's own config)
 
-Modes (comma-separated, run in order): train (resumes from the workdir's latest checkpoint),
-train_classifier (the classifier of classifier guidance, in <workdir>/classifier/), sample
-(writes <workdir>/samples/; class labels and guidance from config.sampling), eval (writes
-<workdir>/eval/), inpaint and colorize (write beside --input). docs/app.md has the details.
+Modes (comma-separated, run in order; the table is `sde_app.modes.MODES`): train (resumes from the
+workdir's latest checkpoint), train_classifier (the classifier of classifier guidance, in
+<workdir>/classifier/), sample (writes <workdir>/samples/), eval (writes <workdir>/eval/),
+inpaint and colorize (write beside --input). docs/app.md has the details.
 """
 import sys
 from pathlib import Path
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 ROOT = Path(__file__).resolve().parent
-MODES = ("train", "sample", "eval", "train_classifier", "inpaint", "colorize")
-TRAINING_MODES = ("train", "train_classifier")
-GUIDED_MODES = ("sample", "inpaint", "colorize")  # may guide with the classifier
+DEFAULT_CONFIG = str(ROOT / "configs" / "vp_toy.py")
+MODE_NAMES = ("train", "sample", "eval", "train_classifier", "inpaint", "colorize")
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file(
-    "config", str(ROOT / "configs" / "vp_toy.py"),
-    "Configuration file (configs/*.py); override fields with --config.group.field=value.")
-flags.DEFINE_string("mode", "train", f"One mode or a comma-separated list run in order: {', '.join(MODES)}.")
+flags.DEFINE_string("config", DEFAULT_CONFIG,
+                    "Configuration file (configs/*.py, or a run's config.json); override any field with"
+                    " --config.group.field=value.")
+flags.DEFINE_string("mode", "train", f"One mode or a comma-separated list run in order: {', '.join(MODE_NAMES)}.")
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, TensorBoard logs, samples, eval results.")
 flags.DEFINE_string("checkpoint", None, "Checkpoint for sample/eval (default: the workdir's latest; EMA weights).")
 flags.DEFINE_string("official_checkpoint", None, "An official score_sde_pytorch checkpoint (.pth) to sample/evaluate.")
@@ -42,6 +41,8 @@ flags.DEFINE_string("mask", None, "--mode inpaint: the mask (PNG of the input's 
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "Device; auto = the local GPU if any.")
 flags.DEFINE_bool("progress", True, "Show progress bars (else print a line per log step).")
 
+CONFIG = None  # the configuration read by `parse_flags`
+
 
 class UsageError(ValueError):
     """A command-line mistake, reported in one line before any work starts."""
@@ -51,75 +52,33 @@ def parse_modes(text: str):
     """'train,sample' -> ['train', 'sample'], checking every name."""
     modes = [m.strip() for m in text.split(",") if m.strip()]
     if not modes:
-        raise UsageError(f"--mode={text!r} names no mode; use one of {', '.join(MODES)} or a"
+        raise UsageError(f"--mode={text!r} names no mode; use one of {', '.join(MODE_NAMES)} or a"
                          " comma-separated list, e.g. --mode=train,sample,eval")
     for m in modes:
-        if m not in MODES:
-            raise UsageError(f"--mode: unknown mode {m!r}; valid modes: {', '.join(MODES)}"
+        if m not in MODE_NAMES:
+            raise UsageError(f"--mode: unknown mode {m!r}; valid modes: {', '.join(MODE_NAMES)}"
                              " (comma-separated, run in order)")
     return modes
 
 
-def check_data_available(config) -> None:
-    """Fail early, with the data library's message, if CIFAR-10 is missing."""
-    from sde_lib import data as data_lib
-
-    if config.data.dataset == "cifar10" and not config.data.download:
-        data_lib.find_cifar10(config.data.root)
-
-
-def prepare(config, modes, workdir, *, checkpoint=None, official_checkpoint=None,
-            official_config=None, classifier_checkpoint=None, input_path=None, mask_path=None):
-    """Every check that needs no work: arguments, config choices, data, checkpoints, inputs.
-
-    Returns the official config (a dict) when an official checkpoint is used, else None; the
-    official SDE and data-shape fields are then applied to `config` in place.
-    """
-    from sde_lib.app import controllable_run, factory, loading
-    from sde_lib.app.checkpoints import CheckpointDir
+def check_workdir(workdir, writes: bool) -> Path:
+    """The run directory: required, not a file, and writable when a mode writes into it."""
+    import os
 
     if not workdir:
         raise UsageError("--workdir is required: the run directory for checkpoints and outputs,"
                          " e.g. --workdir=runs/vp_toy")
-    official = None
-    if official_checkpoint or official_config:
-        if not (official_checkpoint and official_config):
-            raise UsageError("--official_checkpoint and --official_config go together: the .pth"
-                             " file and its official config as JSON")
-        if "train" in modes:
-            raise UsageError("--official_checkpoint is for --mode sample, eval, inpaint, colorize,"
-                             " not train")
-        if checkpoint:
-            raise UsageError("pass either --checkpoint or --official_checkpoint, not both")
-        if not Path(official_checkpoint).is_file():
-            raise UsageError(f"--official_checkpoint={official_checkpoint!r}: no such file")
-        official = loading.read_official_config(official_config)
-        loading.apply_official_config(config, official)
-    if checkpoint and not Path(checkpoint).is_file():
-        raise UsageError(f"--checkpoint={checkpoint!r}: no such file")
-    factory.check_config(config, check_network=official is None)
-    controllable_run.check_inputs(config, modes, input_path, mask_path)
-    if any(m in modes for m in ("train", "train_classifier", "eval")):
-        check_data_available(config)
-    if "train_classifier" in modes and factory.data_num_classes(config) < 2:
-        raise UsageError(f"--mode train_classifier needs labelled data, but dataset"
-                         f" {config.data.dataset!r} has no classes")
-    needs_weights = [m for m in modes if m not in TRAINING_MODES]
-    if needs_weights and "train" not in modes and official is None and not checkpoint:
-        if not CheckpointDir(workdir).has_checkpoint():
-            raise UsageError(
-                f"--mode={needs_weights[0]} needs a trained model, but {workdir}/checkpoints"
-                " has none: train first (--mode=train,sample), or pass --checkpoint=PATH or"
-                " --official_checkpoint=PATH --official_config=JSON")
-    guided = [m for m in modes if m in GUIDED_MODES]
-    if factory.uses_classifier(config, modes):
-        if classifier_checkpoint:
-            if not Path(classifier_checkpoint).is_file():
-                raise UsageError(f"--classifier_checkpoint={classifier_checkpoint!r}: no such file")
-        elif not ("train_classifier" in modes and modes.index("train_classifier") < modes.index(guided[0])):
-            if not CheckpointDir(loading.classifier_dir(workdir)).has_checkpoint():
-                raise UsageError(loading.missing_classifier_message(workdir))
-    return official
+    path = Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--workdir={workdir!r} is a file; pass a directory (it is created if missing)")
+    if writes:
+        existing = path
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--workdir={workdir!r} cannot be written ({existing} is read-only); choose a"
+                             " directory you can write to")
+    return path
 
 
 def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, official_config=None,
@@ -135,76 +94,89 @@ def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, of
     """
     import torch
 
-    from sde_lib.app import (controllable_run, distributed, evaluation, factory, loading, sampling_run,
-                             training)
+    from sde_app import distributed, factory
+    from sde_app import modes as modes_lib
 
     if isinstance(modes, str):
         modes = parse_modes(modes)
-    official = prepare(config, modes, workdir, checkpoint=checkpoint,
-                       official_checkpoint=official_checkpoint, official_config=official_config,
-                       classifier_checkpoint=classifier_checkpoint, input_path=input_path,
-                       mask_path=mask_path)
-    if config.threads > 0:
-        torch.set_num_threads(config.threads)
-    ctx = distributed.init(device)
-    progress = progress and ctx.is_main
-    workdir = Path(workdir)
-    model, classifier, results = None, None, {}
+    workdir = check_workdir(workdir, writes=True)
+    official = None
+    if official_checkpoint or official_config:
+        if not (official_checkpoint and official_config):
+            raise UsageError("--official_checkpoint and --official_config go together: the .pth"
+                             " file and its official config as JSON")
+        if "train" in modes:
+            raise UsageError("--official_checkpoint is for --mode sample, eval, inpaint, colorize, not train")
+        if checkpoint:
+            raise UsageError("pass either --checkpoint or --official_checkpoint, not both")
+        if not Path(official_checkpoint).is_file():
+            raise UsageError(f"--official_checkpoint={official_checkpoint!r}: no such file")
+        official = factory.read_official_config(official_config)
+        factory.apply_official_config(config, official)
+    if checkpoint and not Path(checkpoint).is_file():
+        raise UsageError(f"--checkpoint={checkpoint!r}: no such file")
+    exp = factory.build_experiment(config, modes, check_network=official is None)
+    distributed.check_batch_sizes(exp, modes)
+    session = modes_lib.Session(
+        exp=exp, ctx=distributed.Context(), workdir=workdir, modes=modes, progress=progress,
+        checkpoint=checkpoint, official_checkpoint=official_checkpoint, official=official,
+        classifier_checkpoint=classifier_checkpoint, input_path=input_path, mask_path=mask_path)
+    modes_lib.check(session)
+
+    if exp.threads > 0:
+        torch.set_num_threads(exp.threads)
+    session.ctx = distributed.init(device)
+    session.progress = progress and session.ctx.is_main
+    results = {}
     try:
         for mode in modes:
-            if mode in TRAINING_MODES:
-                train = training.train if mode == "train" else training.train_classifier
-                results[mode] = train(config, workdir, ctx, progress=progress)
-                continue
-            if model is None:
-                if official is not None:
-                    model = loading.load_official(config, official_checkpoint, official, ctx.device)
-                else:
-                    model = loading.load_trained(config, workdir, ctx.device, checkpoint)
-                if ctx.is_main:
-                    print(f"[{mode}] weights: {model.source} (step {model.step}, EMA)", flush=True)
-            if factory.uses_classifier(config, [mode]) and classifier is None:
-                classifier = loading.load_classifier(config, workdir, ctx.device, model.sde,
-                                                     classifier_checkpoint)
-                if ctx.is_main:
-                    print(f"[{mode}] classifier: {classifier.source} (step {classifier.step}, EMA)",
-                          flush=True)
-            if mode == "sample":
-                results[mode] = sampling_run.run(ctx, config, workdir, model, classifier=classifier,
-                                                 progress=progress)
-            elif mode == "eval":
-                results[mode] = evaluation.run(ctx, config, workdir, model, progress=progress)
-            elif mode == "inpaint":
-                results[mode] = controllable_run.run_inpaint(
-                    ctx, config, workdir, model, input_path=input_path, mask_path=mask_path,
-                    classifier=classifier, progress=progress)
-            else:
-                results[mode] = controllable_run.run_colorize(
-                    ctx, config, workdir, model, input_path=input_path, classifier=classifier,
-                    progress=progress)
+            results[mode] = modes_lib.MODES[mode].run(session, mode)
     finally:
         distributed.shutdown()
     return results
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}; flags look like --name=value")
-    from sde_lib.app.training import NonFiniteLossError
+def parse_flags(argv):
+    """absl's flag parsing with the configuration read here: `--config PATH` and every
+    `--config.group.field=value` are checked field by field, and every mistake (an unknown
+    flag, field or value) is one `error:` line and exit status 2."""
+    global CONFIG
+    from sde_app import factory
 
     try:
-        run(FLAGS.config, FLAGS.mode, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
+        path, overrides, rest = factory.split_config_args(list(argv), DEFAULT_CONFIG)
+        CONFIG = factory.load_config(path)
+        factory.apply_overrides(CONFIG, overrides)
+        return FLAGS(rest + [f"--config={path}"])
+    except (ValueError, flags.Error) as err:
+        _fail(err)
+
+
+def _fail(err, status: int = 2):
+    from sde_app import distributed
+
+    if distributed.is_main_process():
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr,
+              flush=True)
+    sys.exit(status)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; flags look like --name=value")
+    from sde_app.training import NonFiniteLossError
+
+    try:
+        run(CONFIG, FLAGS.mode, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
             official_checkpoint=FLAGS.official_checkpoint, official_config=FLAGS.official_config,
             classifier_checkpoint=FLAGS.classifier_checkpoint, input_path=FLAGS.input,
             mask_path=FLAGS.mask, device=FLAGS.device, progress=FLAGS.progress)
     except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(3)
+        _fail(err, 3)
     except (ValueError, FileNotFoundError) as err:
         logging.debug("traceback of the error below (shown with --verbosity=1)", exc_info=True)
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        _fail(err)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -8,7 +8,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["sde_lib", "sde_lib.*", "models", "models.*", "configs"]),
+    packages=find_packages(include=["sde_lib", "sde_lib.*", "sde_app", "sde_app.*", "models", "models.*", "configs"]),
     py_modules=["main"],
     install_requires=[
         # A range that the CPU wheel torch==2.13.0 satisfies; install torch yourself first

@@ -3,14 +3,15 @@
 The groups mirror the objects they build (docs/app.md lists every field):
   config.sde       the forward SDE                 (sde_lib.build_sde)
   config.model     the network and its output      (models.build_model, sde_lib.NetworkScore)
-  config.training  the loop, loss, checkpoints     (sde_lib.app.training)
-  config.optim     Adam, warm-up, clipping         (sde_lib.app.training)
-  config.sampling  `sde_lib.sampling.sample`, class labels and guidance (sde_lib.app.sampling_run)
+  config.training  the loop, loss, checkpoints     (sde_app.training)
+  config.optim     Adam, warm-up, clipping         (sde_app.training)
+  config.sampling  the sampler (`method`, its options in `sampling.<method>`), class labels and
+                   guidance (sde_app.sampling_run)
   config.classifier  the noise-conditional classifier for classifier guidance: its network
                    (`model`, models.build_classifier), loop (`training`) and Adam (`optim`)
-  config.controllable  inpainting and colorization (sde_lib.controllable, sde_lib.app.controllable_run)
-  config.eval      test loss and likelihood        (sde_lib.app.evaluation)
-  config.data      data sets and loaders           (sde_lib.data)
+  config.controllable  inpainting and colorization (sde_lib.controllable, sde_app.controllable_run)
+  config.eval      test loss and likelihood        (sde_app.evaluation)
+  config.data      data sets and loaders           (sde_app.data)
   config.seed, config.threads
 
 `default_config()` holds every field with the CIFAR-10 values of Song et al. (2021, App. H) and
@@ -20,10 +21,24 @@ import ml_collections
 from ml_collections import FieldReference
 from ml_collections.config_dict import placeholder
 
+from sde_lib.controllable import METHODS as INPAINTING_METHODS
+from sde_lib.sampling import METHODS as SAMPLING_METHODS
+
+
+def declared_group(declaration) -> ml_collections.ConfigDict:
+    """A config group with one typed field per option of a method's declaration (a dataclass of
+    sde_lib.sampling.METHODS or sde_lib.controllable.METHODS), at its default; None defaults
+    become typed placeholders, so that `--config.sampling.pc.schedule=logsnr` parses."""
+    group = ml_collections.ConfigDict()
+    types = declaration.option_types()
+    for name, default in declaration.option_defaults().items():
+        group[name] = placeholder(types[name]) if default is None else default
+    return group
+
 
 def optim_group(*, lr: float = 2e-4, warmup: int = 5000, schedule: str = "constant",
                 weight_decay: float = 0.0, grad_clip: float = 1.0) -> ml_collections.ConfigDict:
-    """Adam with a linear warm-up, clipping and a schedule (sde_lib.app.training.build_optimizer)."""
+    """Adam with a linear warm-up, clipping and a schedule (sde_app.training.build_optimizer)."""
     optim = ml_collections.ConfigDict()
     optim.lr = lr
     optim.beta1 = 0.9
@@ -80,26 +95,17 @@ def default_config() -> ml_collections.ConfigDict:
 
     config.optim = optim_group(lr=2e-4, warmup=5000)
 
+    # The sampler: `method` and its options in `sampling.<method>`, one group per method of
+    # sde_lib.sampling.METHODS generated from its declaration (its dataclass fields and defaults).
     config.sampling = sampling = ml_collections.ConfigDict()
     sampling.method = "pc"          # sde_lib.sampling.METHODS
-    sampling.predictor = "euler_maruyama"
-    sampling.corrector = "none"
-    sampling.snr = 0.16
-    sampling.n_steps = 1            # corrector steps per time
-    sampling.corrector_update = "leimkuhler_matthews"  # or "euler_maruyama" (official Langevin)
-    sampling.probability_flow = False
-    sampling.schedule = placeholder(str)  # uniform | logsnr | edm; None = the sampler's default
-    sampling.order = 2              # dpm_solver: 1 (= DDIM) or 2 (DPM-Solver++(2M))
-    sampling.solver = "RK45"        # ode: probability-flow ODE solver (sde_lib.ode.METHODS)
-    sampling.sde_solver = "euler"   # sde_solver: torchsde method
-    sampling.rtol = 1e-5
-    sampling.atol = 1e-5
     sampling.eps = 1e-3             # end time of the reverse process
-    sampling.denoise = True
+    sampling.denoise = True         # the final step: True (the method's default), "pf", "mean", False
     sampling.N = placeholder(int)   # steps; None = sde.N
-    sampling.eta = 0.0              # ddim
-    sampling.n_steps_each = 5       # langevin (annealed)
-    sampling.step_lr = 2e-5         # langevin (annealed)
+    for name, declaration in SAMPLING_METHODS.items():
+        sampling[name] = declared_group(declaration)
+    sampling.pc.predictor = "euler_maruyama"
+    sampling.pc.corrector = "none"
     sampling.num_samples = 64
     sampling.batch_size = 64        # per rank
     sampling.seed = placeholder(int)  # None = config.seed
@@ -131,17 +137,16 @@ def default_config() -> ml_collections.ConfigDict:
     clf_training.ema_rate = 0.999   # guidance uses the EMA weights
     classifier.optim = optim_group(lr=3e-4, warmup=500, schedule="cosine")
 
-    # Inpainting and colorization (--mode inpaint / colorize); the sampler's own options
-    # (predictor, corrector, snr, n_steps, schedule, solver, rtol, atol, eps, denoise, N) come
-    # from config.sampling; class label and guidance are this group's own (one of each).
+    # Inpainting and colorization (--mode inpaint / colorize): `method` with its options in
+    # `controllable.<method>` (generated from sde_lib.controllable.METHODS), run by `sampler` with
+    # that sampler's options from config.sampling.<sampler> (and eps, denoise, N from
+    # config.sampling); class label and guidance are this group's own (one of each).
     config.controllable = controllable = ml_collections.ConfigDict()
     controllable.method = "replacement"   # sde_lib.controllable.METHODS: replacement, repaint, smc
     controllable.sampler = "pc"           # pc | ddpm | ode (smc: ddpm; ode: replacement only)
+    for name, declaration in INPAINTING_METHODS.items():
+        controllable[name] = declared_group(declaration)
     controllable.num_samples = 8          # samples per input
-    controllable.jump = 10                # repaint: the j and r of Lugmayr et al. (2022)
-    controllable.resample = 10
-    controllable.particles = 16           # smc
-    controllable.ess_threshold = 0.5
     controllable.known_dim = 0            # 2-D toys: the known coordinate ...
     controllable.known_value = 1.5        # ... and its value
     controllable.class_label = placeholder(int)  # None: unconditional; an int: that class ...

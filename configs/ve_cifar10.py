@@ -29,8 +29,8 @@ def get_config():
     config.data.dataset = "cifar10"
     config.data.centered = False
     config.sampling.method = "pc"
-    config.sampling.predictor = "reverse_diffusion"
-    config.sampling.corrector = "langevin"
-    config.sampling.snr = 0.16
+    config.sampling.pc.predictor = "reverse_diffusion"
+    config.sampling.pc.corrector = "langevin"
+    config.sampling.pc.snr = 0.16
     config.classifier.model.embedding_type = "fourier"   # of the labels sigma(t)
     return config

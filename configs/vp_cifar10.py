@@ -46,6 +46,6 @@ def get_config():
     config.data.dataset = "cifar10"
     config.data.centered = True
     config.sampling.method = "pc"
-    config.sampling.predictor = "euler_maruyama"
-    config.sampling.corrector = "none"
+    config.sampling.pc.predictor = "euler_maruyama"
+    config.sampling.pc.corrector = "none"
     return config

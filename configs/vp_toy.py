@@ -53,9 +53,9 @@ def get_config():
 
     sampling = config.sampling
     sampling.method = "ode"
-    sampling.solver = "RK45"
-    sampling.rtol = 1e-5
-    sampling.atol = 1e-5
+    sampling.ode.solver = "RK45"
+    sampling.ode.rtol = 1e-5
+    sampling.ode.atol = 1e-5
     sampling.eps = 1e-3
     sampling.num_samples = 2000
     sampling.batch_size = 2000
@@ -95,7 +95,7 @@ def get_config():
     controllable = config.controllable
     controllable.method = "smc"
     controllable.sampler = "ddpm"
-    controllable.particles = 16
+    controllable.smc.particles = 16
     controllable.num_samples = 500
     controllable.known_dim = 0
     controllable.known_value = 1.5

@@ -1,15 +1,19 @@
 """score-sde: score-based generative modelling through SDEs (Song et al., ICLR 2021).
 
+The mathematics only: no configuration, no files, no data sets (the application around it is
+the package `sde_app`, used by main.py).
+
 Public names:
   SDEs:        VPSDE, subVPSDE, VESDE, CosineVPSDE, SDE, ReverseSDE, build_sde, SDES
   scores:      NetworkScore, CountingScore
   oracle:      GaussianMixture (exact scores, marginals and log-densities under every SDE)
-  submodules:  sampling (sample), likelihood (log_likelihood, bits_per_dim), losses, ode,
+  submodules:  sampling (sample, build_sampler, METHODS), samplers (one module per method),
+               grids (time grids), likelihood (log_likelihood, bits_per_dim), losses, ode,
                predictors, correctors, guidance (classifier_free, classifier), controllable
-               (inpaint, colorize), data; the application (training, checkpoints, runs) is
-               sde_lib.app, used by main.py
+               (inpaint, colorize), progress
 """
-from . import controllable, correctors, data, guidance, likelihood, losses, ode, oracle, predictors, sampling
+from . import (controllable, correctors, grids, guidance, likelihood, losses, ode, oracle, predictors,
+               progress, samplers, sampling)
 from .oracle import GaussianMixture
 from .reverse import ReverseSDE
 from .score import CountingScore, NetworkScore
@@ -18,6 +22,6 @@ from .sdes import SDE, SDES, CosineVPSDE, VESDE, VPSDE, build_sde, subVPSDE
 __all__ = [
     "SDE", "SDES", "VPSDE", "subVPSDE", "VESDE", "CosineVPSDE", "ReverseSDE", "build_sde",
     "NetworkScore", "CountingScore", "GaussianMixture",
-    "controllable", "correctors", "data", "guidance", "likelihood", "losses", "ode", "oracle",
-    "predictors", "sampling",
+    "controllable", "correctors", "grids", "guidance", "likelihood", "losses", "ode", "oracle",
+    "predictors", "progress", "samplers", "sampling",
 ]

@@ -60,7 +60,7 @@ import torch
 from .grids import SCHEDULES, time_points
 from .predictors import reverse_sde_final_step
 from .progress import progress_bar
-from .samplers.base import DEFAULT_EPS, DENOISE, SamplingMethod
+from .samplers.base import DEFAULT_EPS, DENOISE, Declaration, SamplingMethod
 from .sampling import METHODS as SAMPLING_METHODS
 from .sampling import build_method
 from .score import CountingScore
@@ -134,7 +134,7 @@ def renoise(sde, x: Tensor, t: Tensor, t_later: Tensor, generator: Optional[torc
 
 # ------------------------------------------------------------------------------------ methods
 @dataclasses.dataclass(frozen=True)
-class InpaintingMethod:
+class InpaintingMethod(Declaration):
     """Base of the method declarations: fields are the method's own options.
 
     Class attributes:
@@ -145,14 +145,6 @@ class InpaintingMethod:
 
     def __post_init__(self):
         self.validate()
-
-    @classmethod
-    def option_defaults(cls):
-        """The method's own options and their defaults."""
-        return {f.name: f.default for f in dataclasses.fields(cls)}
-
-    def options(self):
-        return dataclasses.asdict(self)
 
     def validate(self) -> None:
         """Check the option values; raise ValueError naming the option."""

@@ -55,7 +55,7 @@ from .utils import check_choice, check_end_time, check_finite, check_positive_in
 
 Tensor = torch.Tensor
 
-__all__ = ["METHODS", "Sampler", "build_sampler", "build_method", "method_options", "sample",
+__all__ = ["METHODS", "Sampler", "build_sampler", "build_method", "method_options", "options_table", "sample",
            "DENOISE", "DEFAULT_EPS", "SCHEDULES", "time_points", "time_grid", "steps"]
 
 METHODS = {
@@ -87,6 +87,18 @@ def build_method(method: str, **options) -> SamplingMethod:
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for method={method!r}; its options are {list(own)}")
     return METHODS[method](**options)
+
+
+def options_table() -> str:
+    """A markdown table of every method's own options and defaults, from the declarations
+    (docs/sampling.md holds a copy; a test keeps it current)."""
+    rows = ["| method | option | default |", "|---|---|---|"]
+    for name, declaration in METHODS.items():
+        options = declaration.option_defaults() or {"(none)": ""}
+        for option, default in options.items():
+            shown = "" if option == "(none)" else f"`{default!r}`"
+            rows.append(f"| `{name}` | {option if option == '(none)' else f'`{option}`'} | {shown} |")
+    return "\n".join(rows)
 
 
 @dataclasses.dataclass(frozen=True)

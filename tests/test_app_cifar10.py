@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import main
-from sde_lib.data.testing import write_fake_cifar10
+from sde_app.data.testing import write_fake_cifar10
 
 CIFAR_CONFIGS = ["vp_cifar10", "subvp_cifar10", "ve_cifar10", "vp_cifar10_deep",
                  "subvp_cifar10_deep", "ve_cifar10_deep", "ddpm_cifar10"]
@@ -50,7 +50,7 @@ def test_cifar10_config_end_to_end(name, cifar_root, tmp_path):
 
     sample = results["sample"]
     steps = config.sampling.N
-    assert sample["nfe"] == (2 * steps if config.sampling.corrector == "langevin" and sample["method"] == "pc" else steps)
+    assert sample["nfe"] == (2 * steps if config.sampling.pc.corrector == "langevin" and sample["method"] == "pc" else steps)
     images = np.load(sample["files"]["npz"])["samples"]
     assert images.shape == (4, 3, 16, 16) and images.dtype == np.uint8
     assert (tmp_path / "samples" / "step_00000002_{}.png".format(sample["method"])).is_file()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_sampling(config, method="ode"):
     config.sampling.method = method
     config.sampling.num_samples, config.sampling.batch_size = 20, 8
-    config.sampling.rtol = config.sampling.atol = 1e-3
+    config.sampling.ode.rtol = config.sampling.ode.atol = 1e-3
     config.sampling.N = 5
     e = config.eval
     e.num_points, e.batch_size, e.rtol, e.atol = 16, 16, 1e-3, 1e-3
@@ -60,7 +60,7 @@ def test_any_sampler_by_config(trained, method, extra, tmp_path):
     workdir, _ = trained
     config = tiny_sampling(tiny_toy(n_iters=20), method)
     for k, v in extra.items():
-        config.sampling[k] = v
+        (config.sampling if k == "N" else config.sampling[method])[k] = v
     summary = main.run(config, "sample", workdir, progress=False)["sample"]
     assert summary["method"] == method and summary["nfe"] > 0
     assert np.isfinite(np.load(summary["files"]["npz"])["samples"]).all()
@@ -119,6 +119,6 @@ def test_cli_diverging_run_exits_nonzero_without_later_checkpoint(tmp_path):
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith("error: non-finite training loss at step ")
     bad_step = int(message.split("at step ")[1].split(":")[0])
-    from sde_lib.app.checkpoints import load_state
+    from sde_app.checkpoints import load_state
 
     assert load_state(tmp_path / "checkpoints" / "checkpoint.pt")["step"] < bad_step

@@ -16,14 +16,14 @@ from PIL import Image
 
 import main
 from configs import default_config
-from sde_lib import data as data_lib
-from sde_lib.app import distributed, factory, loading, training
-from sde_lib.data.testing import write_fake_cifar10
+from sde_app import data as data_lib
+from sde_app import distributed, factory, loading
+from sde_app.data.testing import write_fake_cifar10
 from sde_lib.guidance import NetworkClassifier, drop_labels
 from sde_lib.losses import NoisyClassifierLoss
 from test_app_cifar10 import tiny_cifar
 from test_app_cli import tiny_sampling
-from test_app_training import assert_bitwise_equal, final_state, tiny_toy
+from test_app_training import assert_bitwise_equal, final_state, tiny_toy, make_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def toy_run(tmp_path_factory):
 @pytest.mark.parametrize("name,classes", [("vp_toy_conditional", 8), ("vp_cifar10_conditional", 10)])
 def test_conditional_configs_wire_classes_from_the_data(name, classes):
     config = importlib.import_module(f"configs.{name}").get_config()
-    factory.check_config(config)
+    factory.build_experiment(config)
     assert set(config) == set(default_config())
     assert config.training.conditional and 0.1 <= config.training.p_uncond <= 0.2
     assert factory.network_options(config)["num_classes"] == classes
@@ -84,7 +84,7 @@ def test_label_dropout_rate():
 
 def test_conditional_training_drops_labels_and_resumes_bitwise(tmp_path):
     ctx = distributed.Context()
-    trainer = training.Trainer(conditional_toy(), tmp_path / "ref", ctx, progress=False)
+    trainer = make_trainer(conditional_toy(), tmp_path / "ref", ctx, progress=False)
     seen = []
     loss_fn = trainer.loss_fn
 
@@ -100,7 +100,7 @@ def test_conditional_training_drops_labels_and_resumes_bitwise(tmp_path):
     assert labels.max() == 8 and labels.min() >= 0
     assert abs((labels == 8).double().mean().item() - p) < 4 * math.sqrt(p * (1 - p) / n)
 
-    crashing = training.Trainer(conditional_toy(), tmp_path / "run", ctx, progress=False)
+    crashing = make_trainer(conditional_toy(), tmp_path / "run", ctx, progress=False)
     step_fn = crashing.train_step
 
     def crash_at_17(*args):
@@ -111,7 +111,7 @@ def test_conditional_training_drops_labels_and_resumes_bitwise(tmp_path):
     crashing.train_step = crash_at_17
     with pytest.raises(KeyboardInterrupt):
         crashing.run()
-    resumed = training.Trainer(conditional_toy(), tmp_path / "run", ctx, progress=False)
+    resumed = make_trainer(conditional_toy(), tmp_path / "run", ctx, progress=False)
     assert resumed.step == 10 and resumed.run() == 30
     assert_bitwise_equal(final_state(tmp_path / "ref"), final_state(tmp_path / "run"))
 
@@ -119,8 +119,8 @@ def test_conditional_training_drops_labels_and_resumes_bitwise(tmp_path):
 def test_conditional_snapshot_samples_every_class_with_its_conditional_score(tmp_path):
     config = conditional_toy(n_iters=20)
     config.training.snapshot_sampling = True
-    trainer = training.Trainer(config, tmp_path, distributed.Context(), progress=False)
-    K = factory.data_num_classes(config)
+    trainer = make_trainer(config, tmp_path, distributed.Context(), progress=False)
+    K = factory.build_data(config).num_classes
     score_fn_y, seen = trainer.ema_score, []
 
     def recording_score(x, t, y=None):
@@ -184,7 +184,7 @@ def test_guidance_with_every_sampler(toy_run, method, extra, guidance):
     config = conditional_toy()
     config.sampling.method, config.sampling.guidance, config.sampling.guidance_scale = method, guidance, 2.0
     for k, v in extra.items():
-        config.sampling[k] = v
+        (config.sampling if k == "N" else config.sampling[method])[k] = v
     summary = main.run(config, "sample", workdir, progress=False)["sample"]
     assert summary["method"] == method and summary["guidance"] == guidance and summary["nfe"] > 0
     symbol = "w" if guidance == "classifier_free" else "s"
@@ -197,18 +197,19 @@ def test_classifier_training_reduces_cross_entropy(toy_run):
     config = conditional_toy()
     assert results["train_classifier"] == 150
     assert (workdir / "classifier" / "config.json").is_file()
-    sde = factory.build_sde(config)
-    trained = loading.load_classifier(config, workdir, torch.device("cpu"), sde)  # weights_only
+    exp = factory.build_experiment(config)
+    sde = exp.sde
+    trained = loading.load_classifier(exp, workdir, torch.device("cpu"))  # weights_only
     torch.manual_seed(0)
     fresh = factory.build_classifier(config).eval()
-    _, test_ds = data_lib.build_datasets(config.data, seed=config.seed)
-    loss = factory.build_classifier_loss(config, sde)
+    _, test_ds = exp.data.datasets(config.seed)
+    loss = exp.classifier.loss
 
     def cross_entropy(log_prob_fn):
         with torch.no_grad():
             return loss(log_prob_fn, test_ds.x, test_ds.y, generator=torch.Generator().manual_seed(1)).mean().item()
 
-    before, after = cross_entropy(factory.build_log_prob_fn(fresh, sde)), cross_entropy(trained.log_prob_fn)
+    before, after = cross_entropy(NetworkClassifier(fresh, sde)), cross_entropy(trained.log_prob_fn)
     assert before == pytest.approx(math.log(8), abs=0.3)  # an untrained head: near-uniform
     assert after < before - 0.3, (before, after)
 

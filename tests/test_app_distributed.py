@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sde_lib.app.checkpoints import load_state
+from sde_app.checkpoints import load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
         "--config.training.log_freq=10", "--config.training.checkpoint_freq=10",
         "--config.data.num_train=512", "--config.data.num_test=64",
         "--config.sampling.num_samples=31", "--config.sampling.batch_size=8",
-        "--config.sampling.rtol=1e-3", "--config.sampling.atol=1e-3",
+        "--config.sampling.ode.rtol=1e-3", "--config.sampling.ode.atol=1e-3",
         "--config.eval.num_points=31", "--config.eval.batch_size=8",
         "--config.eval.rtol=1e-3", "--config.eval.atol=1e-3",
         "--config.controllable.num_samples=31", "--config.controllable.method=replacement",

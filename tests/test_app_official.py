@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import main
-from sde_lib.app import loading
+from sde_app import factory, loading
 from test_app_cifar10 import tiny_cifar
 
 FIXTURES = Path(os.environ.get("SCORE_SDE_OFFICIAL_FIXTURES", "/work/shared/fixtures/official"))
@@ -30,10 +30,11 @@ def official_args(case):
     ("ddpmpp_vp", "vp_cifar10", "eps"), ("ncsnpp_ve", "ve_cifar10", "score"), ("ddpm_vp", "ddpm_cifar10", "eps")])
 def test_official_checkpoint_loads_ema_weights_and_samples(case, config_name, prediction, tmp_path):
     config = tiny_cifar(config_name, tmp_path)
-    official = loading.read_official_config(FIXTURES / f"{case}.json")
-    loading.apply_official_config(config, official)
+    official = factory.read_official_config(FIXTURES / f"{case}.json")
+    factory.apply_official_config(config, official)
     assert (config.model.prediction, config.data.image_size) == (prediction, 16)
-    model = loading.load_official(config, str(FIXTURES / f"{case}.pth"), official, torch.device("cpu"))
+    exp = factory.build_experiment(config, check_network=False)
+    model = loading.load_official(exp, str(FIXTURES / f"{case}.pth"), official, torch.device("cpu"))
     io = torch.load(FIXTURES / f"{case}_io.pt", weights_only=True)
     with torch.no_grad():
         out = model.net(io["x"], io["labels"])
@@ -50,7 +51,7 @@ def test_official_checkpoint_loads_ema_weights_and_samples(case, config_name, pr
 
 @needs_fixtures
 def test_official_checkpoint_eval(tmp_path):
-    from sde_lib.data.testing import write_fake_cifar10
+    from sde_app.data.testing import write_fake_cifar10
 
     write_fake_cifar10(tmp_path, n_train=10, n_test=4)
     config = tiny_cifar("vp_cifar10", tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sde_lib.app import checkpoints
+from sde_app import checkpoints
 from test_app_training import assert_bitwise_equal, final_state
 
 ROOT = Path(__file__).resolve().parents[1]

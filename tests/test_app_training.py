@@ -5,7 +5,16 @@ import pytest
 import torch
 
 from configs import vp_toy
-from sde_lib.app import checkpoints, distributed, training
+from sde_app import checkpoints, distributed, factory, training
+
+
+def experiment(config, modes=("train",)):
+    return factory.build_experiment(config, modes)
+
+
+def make_trainer(config, workdir, ctx, **kwargs):
+    exp = experiment(config)
+    return training.Trainer(exp.train, exp, workdir, ctx, **kwargs)
 
 
 def tiny_toy(n_iters=30):
@@ -19,7 +28,7 @@ def tiny_toy(n_iters=30):
     t.likelihood_weighting = t.importance_sampling = True  # t drawn by the loss generator too
     c.data.num_train, c.data.num_test = 512, 64
     c.sampling.num_samples = c.sampling.batch_size = 32
-    c.sampling.rtol = c.sampling.atol = 1e-3
+    c.sampling.ode.rtol = c.sampling.ode.atol = 1e-3
     return c
 
 
@@ -45,9 +54,9 @@ def assert_bitwise_equal(a, b, where=""):
 
 def test_resume_after_a_crash_is_bitwise_identical(tmp_path):
     ctx = distributed.Context()
-    training.train(tiny_toy(), tmp_path / "ref", ctx, progress=False)
+    training.train(experiment(tiny_toy()), tmp_path / "ref", ctx, progress=False)
 
-    crashing = training.Trainer(tiny_toy(), tmp_path / "run", ctx, progress=False)
+    crashing = make_trainer(tiny_toy(), tmp_path / "run", ctx, progress=False)
     step_fn = crashing.train_step
 
     def crash_at_17(x):
@@ -59,7 +68,7 @@ def test_resume_after_a_crash_is_bitwise_identical(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         crashing.run()
     assert checkpoints.load_state(tmp_path / "run/checkpoints/checkpoint.pt")["step"] == 10
-    resumed = training.Trainer(tiny_toy(), tmp_path / "run", ctx, progress=False)
+    resumed = make_trainer(tiny_toy(), tmp_path / "run", ctx, progress=False)
     assert resumed.step == 10 and resumed.resumed_from.endswith("checkpoint.pt")
     assert resumed.run() == 30
     assert_bitwise_equal(final_state(tmp_path / "ref"), final_state(tmp_path / "run"))
@@ -71,11 +80,11 @@ def test_resume_after_a_crash_is_bitwise_identical(tmp_path):
     assert list((tmp_path / "ref/tensorboard").glob("events.out.tfevents.*"))
     assert (tmp_path / "ref/config.json").is_file()
     # Training again with the same command does nothing more.
-    assert training.train(tiny_toy(), tmp_path / "ref", ctx, progress=False) == 30
+    assert training.train(experiment(tiny_toy()), tmp_path / "ref", ctx, progress=False) == 30
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = training.Trainer(tiny_toy(), tmp_path, distributed.Context(), progress=False)
+    trainer = make_trainer(tiny_toy(), tmp_path, distributed.Context(), progress=False)
     loss_fn = trainer.loss_fn
 
     def nan_at_step_15(score_fn, x, generator):
@@ -101,7 +110,7 @@ def test_bf16_autocast_and_discrete_loss_train(tmp_path):
     config.training.likelihood_weighting = config.training.importance_sampling = False
     config.model.time_labels = "discrete"
     config.training.snapshot_sampling = False
-    assert training.train(config, tmp_path, distributed.Context(), progress=False) == 3
+    assert training.train(experiment(config), tmp_path, distributed.Context(), progress=False) == 3
     state = checkpoints.load_state(tmp_path / "checkpoints/checkpoint.pt")
     assert all(torch.isfinite(v).all() for v in state["ema"]["weights"].values())
 
@@ -110,7 +119,7 @@ def test_batch_size_must_split_over_ranks(tmp_path):
     config = tiny_toy()
     config.training.batch_size = 33
     with pytest.raises(ValueError, match="not divisible by the 2 processes"):
-        training.Trainer(config, tmp_path, distributed.Context(world_size=2), progress=False)
+        make_trainer(config, tmp_path, distributed.Context(world_size=2), progress=False)
 
 
 @pytest.mark.slow
@@ -118,4 +127,4 @@ def test_torch_compile_trains(tmp_path):
     config = tiny_toy(n_iters=3)
     config.training.compile = True
     config.training.snapshot_sampling = False
-    assert training.train(config, tmp_path, distributed.Context(), progress=False) == 3
+    assert training.train(experiment(config), tmp_path, distributed.Context(), progress=False) == 3

@@ -9,7 +9,7 @@ import torch
 
 from configs import default_config
 from sde_lib import sampling as sampling_lib
-from sde_lib.app import checkpoints, ema, factory, rng, training
+from sde_app import checkpoints, ema, factory, rng, training
 
 CONFIGS = ["vp_toy", "ve_toy", "subvp_toy", "vp_cifar10", "subvp_cifar10", "ve_cifar10",
            "vp_cifar10_deep", "subvp_cifar10_deep", "ve_cifar10_deep", "ddpm_cifar10"]
@@ -23,15 +23,19 @@ def get_config(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_is_valid(name):
     config = get_config(name)
-    factory.check_config(config)  # builds the network on the meta device
+    factory.build_experiment(config)  # builds the network on the meta device
     assert set(config) == set(default_config())  # the same groups everywhere
 
 
-def test_sampler_fields_name_real_sampler_options():
-    assert set(factory.SAMPLER_FIELDS) == set(sampling_lib.METHODS)
-    for method, fields in factory.SAMPLER_FIELDS.items():
-        assert set(fields) <= set(sampling_lib.METHODS[method][1]), method
-        assert set(fields.values()) <= set(default_config().sampling), method
+def test_sampling_groups_are_the_sampler_declarations():
+    """config.sampling.<method> holds exactly the options each method declares, at its defaults
+    (but for the default config's choice of predictor and corrector)."""
+    sampling = default_config().sampling
+    for method, declaration in sampling_lib.METHODS.items():
+        defaults = declaration.option_defaults()
+        assert set(sampling[method].keys()) == set(defaults), method
+        changed = {k for k, v in defaults.items() if sampling[method][k] != v}
+        assert changed <= ({"predictor", "corrector"} if method == "pc" else set()), method
 
 
 def test_paper_hyperparameters():
@@ -46,12 +50,12 @@ def test_paper_hyperparameters():
     ve = get_config("ve_cifar10")
     assert (ve.model.ema_rate, ve.model.prediction, ve.model.scale_by_sigma, ve.data.centered) == \
         (0.999, "score", True, False)
-    assert (ve.sampling.predictor, ve.sampling.corrector, ve.sampling.snr) == ("reverse_diffusion", "langevin", 0.16)
+    assert (ve.sampling.pc.predictor, ve.sampling.pc.corrector, ve.sampling.pc.snr) == ("reverse_diffusion", "langevin", 0.16)
     assert (ve.sde.sigma_min, ve.sde.sigma_max, ve.training.reduce_mean) == (0.01, 50.0, False)
     vp = get_config("vp_cifar10")
     assert (vp.model.ema_rate, vp.model.prediction, vp.model.embedding_type, vp.data.centered) == \
         (0.9999, "eps", "positional", True)
-    assert (vp.sampling.predictor, vp.sampling.corrector, vp.training.reduce_mean) == ("euler_maruyama", "none", True)
+    assert (vp.sampling.pc.predictor, vp.sampling.pc.corrector, vp.training.reduce_mean) == ("euler_maruyama", "none", True)
     ddpm = get_config("ddpm_cifar10")
     assert (ddpm.training.loss, ddpm.model.time_labels, ddpm.sampling.method, ddpm.sde.N) == \
         ("ddpm", "discrete", "ddpm", 1000)
@@ -59,7 +63,7 @@ def test_paper_hyperparameters():
 
 @pytest.mark.parametrize("field,value,words", [
     ("sampling.method", "euler", ["sampling.method", "'euler'", "ode"]),
-    ("sampling.predictor", "rk4", ["sampling.predictor", "'rk4'", "euler_maruyama"]),
+    ("sampling.pc.predictor", "rk4", ["sampling.pc", "predictor", "'rk4'", "euler_maruyama"]),
     ("training.loss", "ddsm", ["training.loss", "dsm"]),
     ("training.loss", "smld", ["smld", "vesde"]),
     ("eval.solver", "euler", ["fixed-step", "RK45"]),
@@ -69,10 +73,13 @@ def test_paper_hyperparameters():
 ])
 def test_check_config_names_field_and_choices(field, value, words):
     config = get_config("vp_toy")
-    group, key = field.split(".")
-    config[group][key] = value
+    *groups, key = field.split(".")
+    node = config
+    for g in groups:
+        node = node[g]
+    node[key] = value
     with pytest.raises(ValueError) as err:
-        factory.check_config(config)
+        factory.build_experiment(config)
     for w in words:
         assert w in str(err.value)
 

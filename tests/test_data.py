@@ -1,7 +1,7 @@
-"""Tests of sde_lib.data: formats, transforms, toy sets against their exact density, the loader.
+"""Tests of sde_app.data: formats, transforms, toy sets against their exact density, the loader.
 
 No network: CIFAR-10 is a small fake written in the official pickle/tar.gz format
-(`sde_lib.data.testing`), and downloads use file:// URLs or a stubbed urlopen.
+(`sde_app.data.testing`), and downloads use file:// URLs or a stubbed urlopen.
 """
 import hashlib
 import io
@@ -17,15 +17,44 @@ import torch
 from ml_collections import ConfigDict
 from PIL import Image
 
-from sde_lib.data import (
+from sde_app.data import (
     CIFAR10, CIFAR10_MD5, CIFAR10_URL, DATASETS, ChecksumError, ImageFolder, ImageTransform,
-    ResumableBatchSampler, ToyDataset, TransformedImages, bpd_offset, build_datasets,
-    build_loader, data_scaler, data_shape, default_toy_mixture, download_cifar10, download_file,
-    find_cifar10, inverse_data_scaler, is_image_data, load_cifar10_arrays, md5sum, num_classes,
-    to_uint8, toy_density,
+    ResumableBatchSampler, ToyDataset, TransformedImages, build_loader, default_toy_mixture,
+    download_cifar10, download_file, find_cifar10, load_cifar10_arrays, md5sum, to_uint8,
 )
-from sde_lib.data.testing import fake_cifar10_arrays, write_fake_cifar10, write_fake_image_folder
+from sde_app.data.testing import fake_cifar10_arrays, write_fake_cifar10, write_fake_image_folder
+from sde_app.factory import data_spec
+from sde_lib.likelihood import dequantization_offset
 from sde_lib.oracle import GaussianMixture
+
+
+# The data of a `config.data` group, through the factory's `DataSpec`.
+def build_datasets(cfg, seed=0):
+    return data_spec(cfg).datasets(seed)
+
+
+def data_shape(cfg):
+    return data_spec(cfg).shape
+
+
+def is_image_data(cfg):
+    return data_spec(cfg).is_image
+
+
+def num_classes(cfg):
+    return data_spec(cfg).num_classes
+
+
+def toy_density(cfg):
+    return data_spec(cfg).toy_density()
+
+
+def data_scaler(cfg):
+    return data_spec(cfg).scaler()
+
+
+def inverse_data_scaler(cfg):
+    return data_spec(cfg).inverse_scaler()
 
 N_TRAIN, N_TEST = 13, 6  # 13 train rows over 5 batches: sizes 3, 3, 3, 2, 2
 
@@ -445,9 +474,9 @@ def test_factory_cifar10_end_to_end(cifar_root):
     assert x.shape == (3, 16, 16) == data_shape(cfg) and 0 <= x.min() and x.max() <= 1
     assert is_image_data(cfg) and num_classes(cfg) == 10 and toy_density(cfg) is None
     assert test.transform.random_flip is False and train.transform.random_flip is True
-    assert bpd_offset({"dataset": "cifar10", "uniform_dequantization": True}) == 7.0
-    with pytest.raises(ValueError, match="uniform_dequantization"):
-        bpd_offset(cfg)
+    # bits/dim: the library's offset of centred data; the likelihood reads dequantised images
+    assert dequantization_offset(centered=True) == 7.0
+    assert data_spec(cfg).dequantized().uniform_dequantization and not data_spec(cfg).uniform_dequantization
 
 
 def test_factory_image_folder(tmp_path):
@@ -480,7 +509,7 @@ def test_factory_toy_sizes_and_bad_configs():
 
 def test_fake_cifar10_with_fewer_images_than_batches(tmp_path):
     """Some of the five training batches are then empty; an empty array must still load."""
-    from sde_lib.data.testing import write_fake_cifar10
+    from sde_app.data.testing import write_fake_cifar10
     write_fake_cifar10(tmp_path, n_train=3, n_test=2, seed=0)
     train, test = build_datasets({"dataset": "cifar10", "root": str(tmp_path), "image_size": 32})
     assert (len(train), len(test)) == (3, 2)

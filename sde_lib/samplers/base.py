@@ -23,23 +23,9 @@ DENOISE = (False, "pf", "mean")
 DEFAULT_EPS = 1e-3
 
 
-@dataclasses.dataclass(frozen=True)
-class SamplingMethod:
-    """Base of the method declarations (see the module docstring).
+class Declaration:
+    """Methods whose dataclass fields are their options: the options' defaults and types."""
 
-    Class attributes:
-      default_denoise: the final step (`DENOISE`) when the caller leaves `denoise` at None/True.
-      allows_zero_eps: whether eps = 0 is valid where std(0) > 0 (VE): the chain-based methods
-        never evaluate the score at their last grid time.
-    """
-
-    default_denoise: ClassVar = "pf"
-    allows_zero_eps: ClassVar[bool] = False
-
-    def __post_init__(self):
-        self.validate()
-
-    # -------------------------------------------------------------------------- declarations
     @classmethod
     def option_defaults(cls) -> Dict[str, Any]:
         """The method's own options and their defaults, in declaration order."""
@@ -59,6 +45,23 @@ class SamplingMethod:
     def options(self) -> Dict[str, Any]:
         """This instance's options (JSON-ready)."""
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingMethod(Declaration):
+    """Base of the method declarations (see the module docstring).
+
+    Class attributes:
+      default_denoise: the final step (`DENOISE`) when the caller leaves `denoise` at None/True.
+      allows_zero_eps: whether eps = 0 is valid where std(0) > 0 (VE): the chain-based methods
+        never evaluate the score at their last grid time.
+    """
+
+    default_denoise: ClassVar = "pf"
+    allows_zero_eps: ClassVar[bool] = False
+
+    def __post_init__(self):
+        self.validate()
 
     # ------------------------------------------------------------------------------- checks
     def validate(self) -> None:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from ..ode import ERROR_NORMS, is_adaptive, probability_flow_sample
+from ..ode import ERROR_NORMS, SCIPY_METHODS, is_adaptive, probability_flow_sample
 from ..ode import METHODS as ODE_METHODS
 from ..predictors import reverse_sde_final_step
 from ..utils import check_choice, check_positive
@@ -38,6 +38,9 @@ class ProbabilityFlowODE(SamplingMethod):
         check_positive("atol", self.atol)
         if self.error_norm is not None:
             check_choice("error_norm", self.error_norm, ERROR_NORMS)
+            if self.solver in SCIPY_METHODS and self.error_norm != "rms":
+                raise ValueError(f"error_norm={self.error_norm!r}: scipy's {self.solver} has its own error"
+                                 " norm ('rms'); use solver='dopri5' or 'bosh3' for another")
 
     def run(self, sde, score_fn, x, *, eps, denoise, N, generator, progress):
         n_steps = None if is_adaptive(self.solver) else N

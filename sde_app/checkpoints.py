@@ -16,7 +16,6 @@ truncated in a way the zip reader tolerates) is still caught. Files are read wit
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -198,9 +197,3 @@ class CheckpointDir:
                 log.warning("Skipping damaged checkpoint: %s; falling back to the previous one.", err)
         return None, None
 
-
-def config_to_json(config) -> str:
-    """The configuration as a JSON string (what checkpoints store)."""
-    if hasattr(config, "to_json_best_effort"):
-        return config.to_json_best_effort(sort_keys=True)
-    return json.dumps(config, sort_keys=True, default=str)

@@ -2,7 +2,7 @@
 
 Adam with a linear learning-rate warm-up and gradient-norm clipping, an EMA of the weights,
 optional bf16 autocast and `torch.compile`, DistributedDataParallel under torchrun. The loss's t
-and noise come from a dedicated CPU `torch.Generator` seeded by (config.seed, rank), so a run is
+and noise come from a dedicated CPU `torch.Generator` seeded by (seed, rank), so a run is
 reproducible, and resumable bit for bit: a resume checkpoint holds the model, EMA, optimizer,
 step, data-loader position and every RNG state (`checkpoints.py`, `rng.py`).
 
@@ -30,18 +30,19 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from tqdm.auto import tqdm
 
-from .. import data as data_lib
-from ..guidance import classifier_free, drop_labels
-from . import distributed, factory, rng
-from .checkpoints import CheckpointDir, config_to_json, load_state
+from sde_lib.guidance import classifier_free, drop_labels
+
+from . import data as data_lib
+from . import distributed, rng
+from .checkpoints import CheckpointDir, load_state
 from .ema import ExponentialMovingAverage
-from .loading import CLASSIFIER_MODEL_FIELDS, check_same_model, classifier_dir
 from .sampling_run import draw_samples, save_samples
+from .specs import Experiment, OptimSettings, TrainingJob
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
-SNAPSHOT_SAMPLES = 64  # snapshot samples drawn (at most; one batch of config.sampling.batch_size)
+SNAPSHOT_SAMPLES = 64  # snapshot samples of images drawn (at most; one batch of the sampling batch size)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,8 +63,8 @@ def learning_rate(step: int, optim) -> float:
     return lr
 
 
-def build_optimizer(params, optim) -> torch.optim.Adam:
-    """Adam (Kingma & Ba 2015) with the config's betas, eps and (L2) weight decay."""
+def build_optimizer(params, optim: OptimSettings) -> torch.optim.Adam:
+    """Adam (Kingma & Ba 2015) with the settings' betas, eps and (L2) weight decay."""
     return torch.optim.Adam(params, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
                             weight_decay=optim.weight_decay)
 
@@ -78,42 +79,39 @@ def set_determinism(deterministic: bool) -> None:
 
 # ------------------------------------------------------------------------------------ the loop
 class Trainer:
-    """One training run of the score model in `workdir`; `run()` trains to
-    `config.training.n_iters` steps, resuming from the workdir's latest good checkpoint.
+    """One training loop (`specs.TrainingJob`) in `workdir`; `run()` trains to the loop's
+    n_iters steps, resuming from the run directory's latest good checkpoint.
 
-    Subclasses train other networks with the same loop, checkpoints and resumes by overriding
-    the hooks `run_dir`, `settings`, `build_net`, `build_objective`, `batch_loss`,
-    `training_labels` and `check_checkpoint` (see `ClassifierTrainer`).
+    The score model and the classifier differ only in the hooks `build_objective`,
+    `batch_loss`, `training_labels` and `test_labels` (see `ClassifierTrainer`).
     """
 
-    mode = "train"
-
-    def __init__(self, config, workdir: Path, ctx: distributed.Context, *, progress: bool = True):
-        self.config, self.ctx, self.progress = config, ctx, progress
-        self.workdir = self.run_dir(Path(workdir))
-        self.loop, optim = self.settings(config)
-        t = self.loop
+    def __init__(self, job: TrainingJob, exp: Experiment, workdir: Path, ctx: distributed.Context, *,
+                 progress: bool = True):
+        self.job, self.exp, self.ctx, self.progress = job, exp, ctx, progress
+        self.mode = job.mode
+        self.workdir = Path(workdir) / job.subdir if job.subdir else Path(workdir)
+        self.loop = t = job.loop
         if t.batch_size % ctx.world_size:
-            raise ValueError(f"config.{self.loop_name}.batch_size={t.batch_size} is not divisible by the"
+            raise ValueError(f"config.{t.group}.batch_size={t.batch_size} is not divisible by the"
                              f" {ctx.world_size} processes; pick a multiple of {ctx.world_size}")
         self.checkpoints = CheckpointDir(self.workdir)
-        set_determinism(config.training.deterministic)
+        set_determinism(t.deterministic)
 
-        self.train_ds, self.test_ds = data_lib.build_datasets(config.data, seed=config.seed)
-        self.sde = factory.build_sde(config)
-        rng.seed_all(data_lib.derive_seed(config.seed))  # the same initial weights on every rank
-        self.net = self.build_net().to(ctx.device)
-        rng.seed_all(data_lib.derive_seed(config.seed, ctx.rank, 7))  # per-rank streams (dropout)
-        self.ema = ExponentialMovingAverage(self.net, self.ema_rate)
-        self.optim_cfg = optim.copy_and_resolve_references()
-        with self.optim_cfg.unlocked():
-            self.optim_cfg.n_iters = t.n_iters
+        seed = exp.seed
+        self.train_ds, self.test_ds = exp.data.datasets(seed)
+        self.sde = exp.sde
+        rng.seed_all(data_lib.derive_seed(seed))  # the same initial weights on every rank
+        self.net = job.model.build_net().to(ctx.device)
+        rng.seed_all(data_lib.derive_seed(seed, ctx.rank, 7))  # per-rank streams (dropout)
+        self.ema = ExponentialMovingAverage(self.net, job.model.ema_rate)
+        self.optim_cfg = job.optim
         self.optimizer = build_optimizer(self.net.parameters(), self.optim_cfg)
         self.loader = data_lib.build_loader(
-            self.train_ds, t.batch_size // ctx.world_size, train=True, seed=config.seed,
-            rank=ctx.rank, world_size=ctx.world_size, num_workers=config.data.num_workers,
+            self.train_ds, t.batch_size // ctx.world_size, train=True, seed=seed,
+            rank=ctx.rank, world_size=ctx.world_size, num_workers=exp.data.num_workers,
             pin_memory=ctx.device.type == "cuda")
-        self.loss_generator = torch.Generator().manual_seed(data_lib.derive_seed(config.seed, ctx.rank))
+        self.loss_generator = torch.Generator().manual_seed(data_lib.derive_seed(seed, ctx.rank))
         self.step = 0
         self.resumed_from: Optional[str] = None
         self._resume()
@@ -122,43 +120,21 @@ class Trainer:
         if ctx.distributed:
             device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-        if config.training.compile:
+        if t.compile:
             model = torch.compile(model)
         self.build_objective(model)
         self.autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16,
-                                       enabled=config.training.mixed_precision == "bf16")
+                                       enabled=t.mixed_precision == "bf16")
 
     # --------------------------------------------------------------------------------- hooks
-    loop_name = "training"  # the config group of the loop settings, for messages
-
-    def run_dir(self, workdir: Path) -> Path:
-        """Where this run keeps its checkpoints, TensorBoard logs and config."""
-        return workdir
-
-    def settings(self, config):
-        """(loop settings, Adam settings): batch_size, n_iters, log/eval/checkpoint/snapshot_freq."""
-        return config.training, config.optim
-
-    @property
-    def ema_rate(self) -> float:
-        return self.config.model.ema_rate
-
-    @property
-    def snapshot_sampling(self) -> bool:
-        return bool(self.loop.snapshot_sampling)
-
-    def build_net(self) -> torch.nn.Module:
-        return factory.build_network(self.config)
-
     def build_objective(self, model: torch.nn.Module) -> None:
         """The loss and the functions it is evaluated on: the trained network (`train_fn`, maybe
         wrapped by DDP/compile) and the EMA weights (`ema_fn`)."""
-        config = self.config
-        self.conditional = factory.is_conditional(config)
-        self.null_label = factory.data_num_classes(config) if self.conditional else None
-        self.loss_fn = factory.build_loss(config, self.sde)
-        self.train_score = self.train_fn = factory.build_score_fn(model, self.sde, config)
-        self.ema_score = self.ema_fn = factory.build_score_fn(self.ema.shadow, self.sde, config)
+        job = self.job
+        self.conditional, self.null_label = job.conditional, job.null_label
+        self.loss_fn = job.loss
+        self.train_score = self.train_fn = job.model.wrap(model, self.sde)
+        self.ema_score = self.ema_fn = job.model.wrap(self.ema.shadow, self.sde)
 
     def batch_loss(self, fn: Callable, x: Tensor, y: Optional[Tensor], generator) -> Tensor:
         """Per-example losses (B,) of `fn` (a score function) on the batch; class labels y (or
@@ -168,17 +144,17 @@ class Trainer:
 
     def training_labels(self, y: Tensor) -> Optional[Tensor]:
         """The labels the loss sees: None for an unconditional model, else y with label dropout
-        (each label is the null label with probability training.p_uncond)."""
+        (each label is the null label with probability p_uncond)."""
         if not self.conditional:
             return None
-        return drop_labels(y, self.config.training.p_uncond, self.null_label, self.loss_generator)
+        return drop_labels(y, self.job.p_uncond, self.null_label, self.loss_generator)
 
     def test_labels(self, y: Tensor) -> Optional[Tensor]:
         """The labels of the test loss: the true ones for a conditional model (no dropout)."""
         return y if self.conditional else None
 
     def check_checkpoint(self, state: Dict[str, Any]) -> None:
-        check_same_model(state["config"], self.config)
+        self.job.model.check_checkpoint(state["config"])
 
     # ------------------------------------------------------------------------ checkpoint state
     def state(self) -> Dict[str, Any]:
@@ -191,7 +167,7 @@ class Trainer:
             "data": self.loader.state_dict(),
             "rng": distributed.gather_objects(self.ctx, rng.capture(self.loss_generator)),
             "world_size": self.ctx.world_size,
-            "config": config_to_json(self.config),
+            "config": self.exp.config_json,
         }
 
     def _resume(self) -> None:
@@ -217,7 +193,7 @@ class Trainer:
             log.warning("Checkpoint written by %d processes, resumed by %d: the data order and the"
                         " random streams restart at the next epoch.", state["world_size"], ctx.world_size)
             self.loader.set_epoch(int(state["data"]["epoch"]) + 1)
-            seed = data_lib.derive_seed(self.config.seed, ctx.rank, self.step)
+            seed = data_lib.derive_seed(self.exp.seed, ctx.rank, self.step)
             rng.seed_all(seed)
             self.loss_generator.manual_seed(seed)
         self.resumed_from = path
@@ -270,7 +246,7 @@ class Trainer:
             bad = found[found[:, 0].argmin()] if len(found) else bad
         if bad[0] >= 0:
             step, loss, gnorm = int(bad[0]), bad[1].item(), bad[2].item()
-            o, mp = self.optim_cfg, self.config.training.mixed_precision
+            o, mp = self.optim_cfg, self.loop.mixed_precision
             tips = [f"a lower learning rate (optim.lr={o.lr:g})",
                     "mixed_precision='none' (bf16 is on)" if mp == "bf16" else None,
                     f"a smaller gradient clip (optim.grad_clip={o.grad_clip:g})" if o.grad_clip > 0
@@ -288,26 +264,26 @@ class Trainer:
         items = [self.test_ds[i] for i in range(k * b, k * b + b)]
         x = torch.stack([torch.as_tensor(item[0]) for item in items]).to(self.ctx.device)
         y = self.test_labels(torch.tensor([int(item[1]) for item in items], device=self.ctx.device))
-        g = torch.Generator().manual_seed(data_lib.derive_seed(self.config.seed, self.step, 3))
+        g = torch.Generator().manual_seed(data_lib.derive_seed(self.exp.seed, self.step, 3))
         with torch.no_grad(), self.autocast:
             return self.batch_loss(self.ema_fn, x, y, g).mean().item()
 
     def snapshot_samples(self) -> None:
         """Sample one batch with the EMA weights (rank 0) into `<workdir>/snapshots/`; a
         class-conditional model samples every class in turn with its conditional score."""
-        s = self.config.sampling
-        n = min(s.batch_size, SNAPSHOT_SAMPLES) if data_lib.is_image_data(self.config.data) else s.batch_size
+        s, data = self.job.snapshot, self.exp.data
+        n = min(s.batch_size, SNAPSHOT_SAMPLES) if data.is_image else s.batch_size
         labels, score_fn = None, self.ema_score
         if self.conditional:  # sample i has class i mod K; w = 1 is the conditional score
             labels = torch.arange(n) % self.null_label
             score_fn = functools.partial(classifier_free, self.ema_score, w=1.0, null_label=self.null_label)
         solo = distributed.Context(device=self.ctx.device)
-        samples, info = draw_samples(solo, self.sde, score_fn, data_lib.data_shape(self.config.data),
+        samples, info = draw_samples(solo, self.sde, score_fn, data.shape, sampler=s.sampler,
                                      num_samples=n, batch_size=n,
-                                     seed=data_lib.derive_seed(factory.sampling_seed(self.config), self.step),
-                                     sample_kwargs=factory.sample_kwargs(self.config), labels=labels)
-        reference = None if data_lib.is_image_data(self.config.data) else self.train_ds.x[:n]
-        save_samples(samples, self.config, self.workdir / "snapshots" / f"samples_{self.step:08d}",
+                                     seed=data_lib.derive_seed(s.seed, self.step), labels=labels,
+                                     progress=self.progress, desc=f"snapshot samples, step {self.step}")
+        reference = None if data.is_image else self.train_ds.x[:n]
+        save_samples(samples, data, self.workdir / "snapshots" / f"samples_{self.step:08d}",
                      reference=reference, title=f"step {self.step}, NFE {info['nfe']:.0f}", labels=labels)
 
     # ---------------------------------------------------------------------------- run
@@ -317,7 +293,7 @@ class Trainer:
         writer = None
         if ctx.is_main:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            (self.workdir / "config.json").write_text(config_to_json(self.config))
+            (self.workdir / "config.json").write_text(self.exp.config_json)
             if self.resumed_from:
                 print(f"{tag} resuming from {self.resumed_from} at step {self.step}", flush=True)
         if self.step >= t.n_iters:
@@ -369,7 +345,7 @@ class Trainer:
                 snapshot = last or (t.snapshot_freq > 0 and step % t.snapshot_freq == 0)
                 if snapshot or (t.checkpoint_freq > 0 and step % t.checkpoint_freq == 0):
                     self.save(snapshot=snapshot)
-                if snapshot and self.snapshot_sampling and ctx.is_main:
+                if snapshot and self.job.snapshot is not None and ctx.is_main:
                     self.snapshot_samples()
                 if snapshot:
                     distributed.barrier(ctx)
@@ -386,37 +362,15 @@ class ClassifierTrainer(Trainer):
     """`--mode train_classifier`: a noise-conditional classifier p_t(y | x_t) for classifier
     guidance (Song et al. 2021, App. I.1), trained with cross-entropy on data perturbed by the
     SDE's kernel at t ~ U[eps, T] (`losses.NoisyClassifierLoss`), in `<workdir>/classifier/`
-    (its own checkpoints, TensorBoard logs and config.json), with `config.classifier.training`
-    and `config.classifier.optim`. Same loop, checkpoints and bitwise resumes as the score model.
+    (its own checkpoints, TensorBoard logs and config.json). Same loop, checkpoints and bitwise
+    resumes as the score model.
     """
 
-    mode = "train_classifier"
-    loop_name = "classifier.training"
-
-    def run_dir(self, workdir: Path) -> Path:
-        return classifier_dir(workdir)
-
-    def settings(self, config):
-        if factory.data_num_classes(config) < 2:
-            raise ValueError(f"--mode train_classifier needs labelled data, but dataset"
-                             f" {config.data.dataset!r} has no classes")
-        return config.classifier.training, config.classifier.optim
-
-    @property
-    def ema_rate(self) -> float:
-        return self.config.classifier.training.ema_rate
-
-    @property
-    def snapshot_sampling(self) -> bool:
-        return False
-
-    def build_net(self) -> torch.nn.Module:
-        return factory.build_classifier(self.config)
-
     def build_objective(self, model: torch.nn.Module) -> None:
-        self.loss_fn = factory.build_classifier_loss(self.config, self.sde)
-        self.train_fn = factory.build_log_prob_fn(model, self.sde)
-        self.ema_fn = factory.build_log_prob_fn(self.ema.shadow, self.sde)
+        self.conditional, self.null_label = False, None
+        self.loss_fn = self.job.loss
+        self.train_fn = self.job.model.wrap(model, self.sde)
+        self.ema_fn = self.job.model.wrap(self.ema.shadow, self.sde)
 
     def batch_loss(self, fn: Callable, x: Tensor, y: Optional[Tensor], generator) -> Tensor:
         """Per-example cross-entropies (B,) of the classifier `fn` (a log_prob_fn)."""
@@ -428,16 +382,16 @@ class ClassifierTrainer(Trainer):
     def test_labels(self, y: Tensor) -> Tensor:
         return y
 
-    def check_checkpoint(self, state: Dict[str, Any]) -> None:
-        check_same_model(state["config"], self.config, CLASSIFIER_MODEL_FIELDS)
+
+def train(exp: Experiment, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
+    """Train (or resume) the score model in `workdir`; returns the final step. See `Trainer`."""
+    return Trainer(exp.train, exp, workdir, ctx, progress=progress).run()
 
 
-def train(config, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
-    """Train (or resume) in `workdir`; returns the final step. See `Trainer`."""
-    return Trainer(config, workdir, ctx, progress=progress).run()
-
-
-def train_classifier(config, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
+def train_classifier(exp: Experiment, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
     """Train (or resume) the classifier in `<workdir>/classifier/`; returns the final step. See
     `ClassifierTrainer`."""
-    return ClassifierTrainer(config, workdir, ctx, progress=progress).run()
+    if exp.classifier is None:
+        raise ValueError(f"--mode train_classifier needs labelled data, but dataset {exp.data.dataset!r}"
+                         " has no classes")
+    return ClassifierTrainer(exp.classifier, exp, workdir, ctx, progress=progress).run()

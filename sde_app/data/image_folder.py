@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from PIL import Image
 
+from .source import DataSource
 from .transforms import derive_seed, pil_to_uint8, resize_center_crop
 
 Tensor = torch.Tensor
@@ -140,3 +141,22 @@ class ImageFolder(torch.utils.data.Dataset):
             img = img.convert(_MODES[self.num_channels])
         img = resize_center_crop(img, self.image_size)
         return pil_to_uint8(img), self.labels[index]
+
+
+class ImageFolderSource(DataSource):
+    """A folder of images for `DataSpec`: `root` (required), `image_size`, `num_channels`,
+    `class_labels`, `test_fraction`."""
+
+    def check(self, spec) -> None:
+        if spec.root is None:
+            raise ValueError("config.data.root is required for dataset='image_folder'; set it to the image folder")
+
+    def num_classes(self, spec) -> int:
+        if not spec.class_labels:
+            return 0
+        folders = split_folders(spec.root)
+        return len(class_names(folders[0] if folders else spec.root))
+
+    def split(self, spec, split: str, seed: int) -> ImageFolder:
+        return ImageFolder(spec.root, split, image_size=spec.image_size, num_channels=spec.num_channels,
+                           class_labels=spec.class_labels, test_fraction=float(spec.test_fraction))

@@ -120,3 +120,28 @@ def unshard(rows: torch.Tensor, n: int, world_size: int) -> torch.Tensor:
     out = torch.empty_like(rows)
     out[order.to(rows.device)] = rows
     return out
+
+
+def launched_world_size() -> int:
+    """The number of processes torchrun launched (1 without torchrun), before `init`."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or without torchrun), before or after `init`: the process that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def check_batch_sizes(exp, modes) -> None:
+    """Every training loop of `modes` splits its global batch evenly over the processes.
+
+    Raises:
+      ValueError: naming the field and a valid value.
+    """
+    world = launched_world_size()
+    jobs = [job for job in (exp.train, exp.classifier) if job is not None and job.mode in modes]
+    for job in jobs:
+        b = job.loop.batch_size
+        if b % world:
+            raise ValueError(f"config.{job.loop.group}.batch_size={b} is not divisible by the {world}"
+                             f" processes; pick a multiple of {world}, e.g. {max(world, b // world * world)}")

@@ -1,7 +1,12 @@
-"""The application: configs in, trained models, samples and likelihoods out.
+"""The application around the library `sde_lib`: configs in, trained models, samples and
+likelihoods out. `main.py` is its entry point.
 
 Modules, one job each:
-  factory        config -> SDE, network, score, loss, sampler and likelihood options; validation
+  factory/       the only reader of the configuration: config files and command-line overrides,
+                 config groups -> built, checked objects (`specs`)
+  specs          the built objects a run receives (settings, model specs, the experiment)
+  modes          the table of modes main.py runs
+  data/          data sets (2-D toys, CIFAR-10, image folders), transforms, resumable loaders
   training       the training loop (Adam, warm-up, clipping, EMA, bf16, compile, DDP), label
                  dropout for class-conditional models, the classifier of classifier guidance
   checkpoints    atomic, checksummed checkpoints with a fallback chain
@@ -13,4 +18,5 @@ Modules, one job each:
   controllable_run  --mode inpaint and colorize (PNG inputs; 2-D inpainting vs the exact conditional)
   evaluation     --mode eval (test loss, exact likelihood)
   plots          image grids and 2-D scatter plots
+  jsonio         strict JSON output (no bare NaN)
 """

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from .download import download_file
+from .source import DataSource
 from .transforms import pil_to_uint8, resize_center_crop
 
 Tensor = torch.Tensor
@@ -207,3 +208,19 @@ class CIFAR10(torch.utils.data.Dataset):
             pil = Image.fromarray(img.permute(1, 2, 0).numpy())
             img = pil_to_uint8(resize_center_crop(pil, self.image_size))
         return img, int(self.labels[index])
+
+
+class CIFAR10Source(DataSource):
+    """CIFAR-10 for `DataSpec`: `root` (default DEFAULT_CIFAR10_ROOT), `download`, `image_size`."""
+
+    channels = (3,)
+
+    def num_classes(self, spec) -> int:
+        return CIFAR10.num_classes
+
+    def check_available(self, spec) -> None:
+        if not spec.download:
+            find_cifar10(spec.root)
+
+    def split(self, spec, split: str, seed: int) -> "CIFAR10":
+        return CIFAR10(spec.root or DEFAULT_CIFAR10_ROOT, split, image_size=spec.image_size, download=spec.download)

@@ -12,9 +12,7 @@ its entropy. Standard errors are over test points (they include the Hutchinson p
 """
 from __future__ import annotations
 
-import copy
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -23,16 +21,26 @@ from typing import Any, Callable, Dict, Optional
 import torch
 from tqdm.auto import tqdm
 
-from .. import data as data_lib
-from ..likelihood import log_likelihood
-from . import distributed, factory
+from sde_lib.likelihood import bits_per_dim, log_likelihood
+
+from . import data as data_lib
+from . import distributed
+from .jsonio import write_json
+from .sampling_run import BAR_FORMAT
+from .specs import Experiment
 
 
 
-def mean_and_stderr(v: torch.Tensor) -> Dict[str, float]:
+def mean_and_stderr(v: torch.Tensor) -> Dict[str, Any]:
+    """Mean and standard error over the values (B,); with one value the standard error is
+    undefined: None, with a note."""
     v = v.double()
-    se = (v.std() / math.sqrt(len(v))).item() if len(v) > 1 else float("nan")
-    return {"mean": v.mean().item(), "stderr": se, "n": len(v)}
+    out: Dict[str, Any] = {"mean": v.mean().item(), "stderr": None, "n": len(v)}
+    if len(v) > 1:
+        out["stderr"] = (v.std() / math.sqrt(len(v))).item()
+    else:
+        out["stderr_note"] = "one value: no standard error"
+    return out
 
 
 def stack_items(dataset, indices) -> torch.Tensor:
@@ -68,7 +76,8 @@ def per_example_test_loss(ctx: distributed.Context, loss_fn: Callable, score_fn:
 def per_example_log_likelihood(ctx: distributed.Context, sde, score_fn: Callable, x: torch.Tensor, *,
                                batch_size: int, seed: int, likelihood_kwargs: Dict[str, Any],
                                progress: bool = False) -> Dict[str, Any]:
-    """log p(x) (nats) of every row of x by the probability-flow ODE, split over the ranks.
+    """log p(x) (nats) of every row of x by the probability-flow ODE, split over the ranks; one
+    progress bar over the batches that moves within each ODE solve.
 
     Returns {"logp": (N,) float64 CPU, "nfe": mean score evaluations per batch}.
     """
@@ -76,12 +85,15 @@ def per_example_log_likelihood(ctx: distributed.Context, sde, score_fn: Callable
     mine = list(distributed.shard(n, ctx))
     generator = torch.Generator().manual_seed(data_lib.derive_seed(seed, ctx.rank, 2))
     logps, nfes = [], []
-    for start in tqdm(range(0, len(mine), batch_size), desc="likelihood", disable=not progress,
-                      leave=False):
-        xb = x[mine[start:start + batch_size]].to(ctx.device)
-        result = log_likelihood(sde, score_fn, xb, generator=generator, **likelihood_kwargs)
-        logps.append(result.logp)
-        nfes.append(result.nfe)
+    starts = range(0, len(mine), batch_size)
+    with tqdm(total=len(starts), desc="likelihood", unit="batch", disable=not progress, leave=False,
+              dynamic_ncols=True, bar_format=BAR_FORMAT) as bar:
+        for start in starts:
+            xb = x[mine[start:start + batch_size]].to(ctx.device)
+            result = log_likelihood(sde, score_fn, xb, generator=generator, progress=bar if progress else False,
+                                    **likelihood_kwargs)
+            logps.append(result.logp)
+            nfes.append(result.nfe)
     local = torch.cat(logps) if logps else torch.zeros(0, dtype=torch.float64, device=ctx.device)
     logp = distributed.unshard(distributed.gather_rows(ctx, local.to(ctx.device)), n,
                                ctx.world_size).cpu()
@@ -89,51 +101,40 @@ def per_example_log_likelihood(ctx: distributed.Context, sde, score_fn: Callable
     return {"logp": logp, "nfe": sum(all_nfes) / max(len(all_nfes), 1)}
 
 
-def likelihood_test_set(config):
-    """The test split the likelihood is measured on: images uniformly dequantised."""
-    data_cfg = config.data
-    if data_lib.is_image_data(data_cfg) and not data_cfg.uniform_dequantization:
-        data_cfg = copy.deepcopy(data_cfg)
-        data_cfg.uniform_dequantization = True
-    return data_cfg, data_lib.build_datasets(data_cfg, seed=config.seed)[1]
-
-
-def run(ctx: distributed.Context, config, workdir: Path, model, *, progress: bool = True) -> Dict[str, Any]:
+def run(ctx: distributed.Context, exp: Experiment, workdir: Path, model, *, progress: bool = True) -> Dict[str, Any]:
     """The eval mode: test loss and likelihood of `model` (a `loading.LoadedModel`).
 
     Returns the report (also written to `<workdir>/eval/<tag>.json` on rank 0).
     """
-    e = config.eval
-    report: Dict[str, Any] = {"source": model.source, "step": model.step, "dataset": config.data.dataset,
+    e, data = exp.evaluation, exp.data
+    report: Dict[str, Any] = {"source": model.source, "step": model.step, "dataset": data.dataset,
                               "world_size": ctx.world_size}
-    _, test_ds = data_lib.build_datasets(config.data, seed=config.seed)
+    _, test_ds = data.datasets(exp.seed)
     start = time.perf_counter()
-    loss_fn = factory.build_loss(config, model.sde)
-    conditional = factory.is_conditional(config)
-    losses = per_example_test_loss(ctx, loss_fn, model.score_fn, test_ds, batch_size=e.batch_size,
-                                   num_batches=e.loss_batches, seed=config.seed,
+    conditional = exp.train.conditional
+    losses = per_example_test_loss(ctx, exp.train.loss, model.score_fn, test_ds, batch_size=e.batch_size,
+                                   num_batches=e.loss_batches, seed=exp.seed,
                                    conditional=conditional, progress=progress)
-    report["test_loss"] = {**mean_and_stderr(losses), "loss": config.training.loss,
-                           "conditional": conditional, "wall_s": time.perf_counter() - start}
+    report["test_loss"] = {**mean_and_stderr(losses), "conditional": conditional,
+                           "wall_s": time.perf_counter() - start}
 
     if e.num_points >= 0:
-        data_cfg, ll_ds = likelihood_test_set(config)
+        ll_data = data.dequantized()  # bits/dim of uniformly dequantised test images
+        ll_ds = ll_data.datasets(exp.seed)[1]
         n = len(ll_ds) if e.num_points == 0 else min(e.num_points, len(ll_ds))
         x = stack_items(ll_ds, range(n)).float()
-        kwargs = factory.likelihood_kwargs(config)
         start = time.perf_counter()
         result = per_example_log_likelihood(ctx, model.sde, model.score_fn, x,
-                                            batch_size=e.batch_size, seed=config.seed,
-                                            likelihood_kwargs=kwargs, progress=progress)
+                                            batch_size=e.batch_size, seed=exp.seed,
+                                            likelihood_kwargs=e.likelihood, progress=progress)
         nll = -result["logp"]
         dim = x[0].numel()
-        ll = {"n_points": n, "nfe": result["nfe"], "wall_s": time.perf_counter() - start, **kwargs,
+        ll = {"n_points": n, "nfe": result["nfe"], "wall_s": time.perf_counter() - start, **e.likelihood,
               "nll_nats_per_example": mean_and_stderr(nll),
               "nll_nats_per_dim": mean_and_stderr(nll / dim)}
-        if data_lib.is_image_data(config.data):
-            bpd = nll / (dim * math.log(2.0)) + data_lib.bpd_offset(data_cfg)
-            ll["bits_per_dim"] = mean_and_stderr(bpd)
-        density = data_lib.toy_density(config.data)
+        if data.is_image:
+            ll["bits_per_dim"] = mean_and_stderr(bits_per_dim(-nll, dim, centered=ll_data.centered))
+        density = data.toy_density()
         if density is not None:
             true_nll = -density.log_prob(x.double())
             entropy, entropy_se = density.entropy()
@@ -143,10 +144,7 @@ def run(ctx: distributed.Context, config, workdir: Path, model, *, progress: boo
         report["likelihood"] = ll
 
     if ctx.is_main:
-        out = Path(workdir) / "eval"
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / f"{model.tag}.json"
-        path.write_text(json.dumps(report, indent=2, default=str))
+        path = write_json(Path(workdir) / "eval" / f"{model.tag}.json", report)
         report["file"] = str(path)
         print("[eval] " + summary_line(report) + f" -> {path}", flush=True)
     distributed.barrier(ctx)
@@ -155,22 +153,21 @@ def run(ctx: distributed.Context, config, workdir: Path, model, *, progress: boo
 
 def summary_line(report: Dict[str, Any]) -> str:
     """One line for the console."""
-    parts = [f"step {report['step']}",
-             f"test loss {report['test_loss']['mean']:.4g} +- {report['test_loss']['stderr']:.2g}"]
+    def pm(v: Dict[str, Any], digits: int = 4) -> str:
+        se = v.get("stderr")
+        return f"{v['mean']:.{digits}f}" + ("" if se is None else f" +- {se:.{digits}f}")
+
+    parts = [f"step {report['step']}", f"test loss {pm(report['test_loss'])}"]
     ll: Optional[Dict[str, Any]] = report.get("likelihood")
     if ll:
         if "bits_per_dim" in ll:
-            b = ll["bits_per_dim"]
-            parts.append(f"{b['mean']:.4f} +- {b['stderr']:.4f} bits/dim")
+            parts.append(f"{pm(ll['bits_per_dim'])} bits/dim")
         else:
-            v = ll["nll_nats_per_example"]
-            parts.append(f"NLL {v['mean']:.4f} +- {v['stderr']:.4f} nats/example"
+            parts.append(f"NLL {pm(ll['nll_nats_per_example'])} nats/example"
                          f" ({ll['nll_nats_per_dim']['mean']:.4f} nats/dim)")
         if "true" in ll:
             t = ll["true"]
             parts.append(f"true NLL {t['nll_nats_per_example']['mean']:.4f}, gap"
-                         f" {t['gap_nats_per_example']['mean']:+.4f} +-"
-                         f" {t['gap_nats_per_example']['stderr']:.4f}, entropy"
-                         f" {t['entropy_nats']['mean']:.4f}")
+                         f" {pm(t['gap_nats_per_example'])}, entropy {t['entropy_nats']['mean']:.4f}")
         parts.append(f"NFE {ll['nfe']:.0f}, {ll['n_points']} points")
     return "; ".join(parts)

@@ -12,7 +12,9 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from ..oracle import GaussianMixture
+from sde_lib.oracle import GaussianMixture
+
+from .source import DataSource
 from .transforms import derive_seed
 
 Tensor = torch.Tensor
@@ -160,3 +162,21 @@ class ToyDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> Tuple[Tensor, int]:
         return self.x[index], int(self.y[index])
+
+
+class ToySource(DataSource):
+    """A 2-D toy set of `TOY_SAMPLERS` for `DataSpec` (sizes `num_train`, `num_test`)."""
+
+    kind = "toy"
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def num_classes(self, spec) -> int:
+        return TOY_NUM_CLASSES[self.name]
+
+    def split(self, spec, split: str, seed: int) -> ToyDataset:
+        return ToyDataset(self.name, spec.num_train if split == "train" else spec.num_test, seed=seed, split=split)
+
+    def density(self, spec) -> Optional[GaussianMixture]:
+        return default_toy_mixture() if self.name == "gaussian_mixture" else None

@@ -2,15 +2,14 @@
 and write them to `<workdir>/samples/`: a PNG (image grid, or 2-D scatter beside the data), an
 .npz of the samples and a JSON summary (NFE, wall time, settings).
 
-Class labels (`config.sampling.class_label`) and guidance (`sampling.guidance`, `guidance_scale`)
-turn the model into the score the sampler follows (`guided_score_fn`): the conditional score of a
+Class labels and guidance (`specs.SamplingSettings`: labels, guidance, scales) turn the model
+into the score the sampler follows (`guided_score_fn`): the conditional score of a
 class-conditional model, classifier-free guidance with weight w, or classifier guidance with scale
 s. A list of scales gives one run per scale (same noise) and `samples/guidance_grid.png`.
 """
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,10 +19,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import data as data_lib
-from .. import guidance as guidance_lib
-from ..sampling import sample
-from . import distributed, factory, plots
+from sde_lib import guidance as guidance_lib
+from sde_lib.sampling import Sampler
+
+from . import data as data_lib
+from . import distributed, plots
+from .data import DataSpec
+from .jsonio import write_json
+from .specs import Experiment, SamplingSettings
 
 log = logging.getLogger(__name__)
 MAX_GRID_IMAGES = 100  # images shown in a PNG grid (all of them go to the .npz)
@@ -44,14 +47,15 @@ def guided_score_fn(model, y: torch.Tensor, *, guidance: str, scale: float, null
 
 
 def sharded_batches(ctx: distributed.Context, num_samples: int, batch_size: int, seed: int,
-                    shape: Tuple[int, ...], fn: Callable[[torch.Tensor, torch.Generator], Tuple[torch.Tensor, int]],
+                    shape: Tuple[int, ...], fn: Callable[..., Tuple[torch.Tensor, int]],
                     *, desc: str = "sampling", progress: bool = False) -> Tuple[torch.Tensor, Dict[str, Any]]:
     """Samples 0 .. num_samples - 1 split over the ranks and drawn in batches.
 
-    Rank r runs fn(indices, generator) -> (x (len(indices), *shape), nfe) on its samples r, r + W,
-    ... in batches of `batch_size`, with one generator seeded by (seed, r); the rows are gathered
-    in sample order on every rank, so the result is reproducible for a given seed, world size and
-    batch size.
+    Rank r runs fn(indices, generator, bar) -> (x (len(indices), *shape), nfe) on its samples r,
+    r + W, ... in batches of `batch_size`, with one generator seeded by (seed, r); `bar` is the
+    progress object to hand to the sampler (`sde_lib.progress`): one bar over all batches that
+    moves within each batch and shows an ETA. The rows are gathered in sample order on every
+    rank, so the result is reproducible for a given seed, world size and batch size.
 
     Returns:
       (samples (num_samples, *shape) float32 on the CPU, info) with info["nfe"] the score
@@ -62,10 +66,13 @@ def sharded_batches(ctx: distributed.Context, num_samples: int, batch_size: int,
     indices = torch.tensor(list(distributed.shard(num_samples, ctx)), dtype=torch.long)
     generator = torch.Generator().manual_seed(data_lib.derive_seed(seed, ctx.rank))
     chunks, nfes = [torch.zeros((0, *shape), device=ctx.device)], []
-    for i in tqdm(range(0, len(indices), batch_size), desc=desc, disable=not progress, leave=False):
-        x, nfe = fn(indices[i:i + batch_size], generator)
-        chunks.append(x.float().to(ctx.device))
-        nfes.append(nfe)
+    starts = range(0, len(indices), batch_size)
+    with tqdm(total=len(starts), desc=desc, unit="batch", disable=not progress, leave=False,
+              dynamic_ncols=True, bar_format=BAR_FORMAT) as bar:
+        for i in starts:
+            x, nfe = fn(indices[i:i + batch_size], generator, bar if progress else False)
+            chunks.append(x.float().to(ctx.device))
+            nfes.append(nfe)
     rows = distributed.gather_rows(ctx, torch.cat(chunks))
     samples = distributed.unshard(rows, num_samples, ctx.world_size).cpu()
     all_nfes = [n for part in distributed.gather_objects(ctx, nfes) for n in part]
@@ -74,45 +81,51 @@ def sharded_batches(ctx: distributed.Context, num_samples: int, batch_size: int,
     return samples, info
 
 
+# A bar over batches that move in fractions: two decimals of the count, elapsed and remaining time.
+BAR_FORMAT = "{l_bar}{bar}| {n:.2f}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+
+
 def draw_samples(ctx: distributed.Context, sde, score_fn: Callable, data_shape: Tuple[int, ...], *,
-                 num_samples: int, batch_size: int, seed: int, sample_kwargs: Dict[str, Any],
-                 labels: Optional[torch.Tensor] = None,
-                 progress: bool = False) -> Tuple[torch.Tensor, Dict[str, Any]]:
-    """`num_samples` samples in model space, drawn in batches split over the ranks
+                 sampler: Sampler, num_samples: int, batch_size: int, seed: int,
+                 labels: Optional[torch.Tensor] = None, progress: bool = False,
+                 desc: Optional[str] = None) -> Tuple[torch.Tensor, Dict[str, Any]]:
+    """`num_samples` samples in model space drawn by `sampler`, in batches split over the ranks
     (`sharded_batches`: reproducible for a given seed, world size and batch size).
 
     Args:
       score_fn: score_fn(x, t); with `labels`, a function of one batch's labels (B,) that returns
         the batch's score_fn(x, t) (e.g. `guided_score_fn` with the other arguments bound).
+      sampler: a checked `sde_lib.sampling.Sampler`.
       labels: (num_samples,) class labels of the samples, or None.
 
     Returns:
       (samples (num_samples, *data_shape) float32 on the CPU, info) as `sharded_batches`.
     """
-    def batch(indices, generator):
+    def batch(indices, generator, bar):
         fn = score_fn if labels is None else score_fn(labels[indices].to(ctx.device))
-        return sample(sde, fn, (len(indices), *data_shape), generator=generator, device=ctx.device,
-                      **sample_kwargs)
+        return sampler(sde, fn, (len(indices), *data_shape), generator=generator, device=ctx.device,
+                       progress=bar)
 
     return sharded_batches(ctx, num_samples, batch_size, seed, data_shape, batch,
-                           desc=f"sampling ({sample_kwargs['method']})", progress=progress)
+                           desc=desc or f"sampling ({sampler.name})", progress=progress)
 
 
-def to_images(samples: torch.Tensor, config) -> torch.Tensor:
+def to_images(samples: torch.Tensor, data: DataSpec) -> torch.Tensor:
     """Model-space images -> uint8 (B, C, H, W)."""
-    return data_lib.to_uint8(data_lib.inverse_data_scaler(config.data)(samples))
+    return data_lib.to_uint8(data.inverse_scaler()(samples))
 
 
-def save_samples(samples: torch.Tensor, config, path_stem: Path, *, reference: Optional[torch.Tensor] = None,
-                 title: str = "", labels: Optional[torch.Tensor] = None) -> Dict[str, str]:
+def save_samples(samples: torch.Tensor, data: DataSpec, path_stem: Path, *,
+                 reference: Optional[torch.Tensor] = None, title: str = "",
+                 labels: Optional[torch.Tensor] = None) -> Dict[str, str]:
     """Write `<stem>.png` and `<stem>.npz`: uint8 images (B, C, H, W) as the official code stores
     them, or float 2-D points plotted beside `reference` data points; `labels` (B,) of
     class-conditional samples go to the .npz too (and colour 2-D points)."""
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     png, npz = path_stem.with_suffix(".png"), path_stem.with_suffix(".npz")
     extra = {} if labels is None else {"labels": labels.numpy()}
-    if data_lib.is_image_data(config.data):
-        images = to_images(samples, config)
+    if data.is_image:
+        images = to_images(samples, data)
         plots.save_image_grid(images[:MAX_GRID_IMAGES], png)
         np.savez_compressed(npz, samples=images.numpy(), **extra)
     else:
@@ -122,10 +135,10 @@ def save_samples(samples: torch.Tensor, config, path_stem: Path, *, reference: O
     return {"png": str(png), "npz": str(npz)}
 
 
-def toy_sample_quality(config, samples: torch.Tensor) -> Optional[Dict[str, float]]:
+def toy_sample_quality(data: DataSpec, samples: torch.Tensor) -> Optional[Dict[str, float]]:
     """On the Gaussian-mixture toy: the true density's NLL of the samples next to its entropy
     (equal in expectation for perfect samples; a large gap means misplaced samples)."""
-    density = data_lib.toy_density(config.data)
+    density = data.toy_density()
     if density is None:
         return None
     nll = -density.log_prob(samples.double())
@@ -135,13 +148,13 @@ def toy_sample_quality(config, samples: torch.Tensor) -> Optional[Dict[str, floa
             "entropy": entropy, "entropy_stderr": entropy_se}
 
 
-def toy_class_quality(config, samples: torch.Tensor, labels: torch.Tensor) -> Optional[Dict[str, Any]]:
+def toy_class_quality(data: DataSpec, samples: torch.Tensor, labels: torch.Tensor) -> Optional[Dict[str, Any]]:
     """On the Gaussian-mixture toy, for samples of classes `labels` (components): the exact
     class-conditional NLL -log p_0(x | y) next to the class's exact entropy (equal in expectation
     for exact class samples), and the purity: the mean true posterior p_0(y | x) of the asked
     class ("soft") and the share of samples whose most probable class is it ("hard"). Overall
     and per class."""
-    density = data_lib.toy_density(config.data)
+    density = data.toy_density()
     if density is None:
         return None
     x, y = samples.double(), labels.long()
@@ -162,64 +175,61 @@ def toy_class_quality(config, samples: torch.Tensor, labels: torch.Tensor) -> Op
     return {**stats(torch.ones_like(y, dtype=torch.bool)), "per_class": per_class}
 
 
-def _file_tag(model, config, guidance: str, scale: float, labelled: bool) -> str:
-    tag = f"{model.tag}_{config.sampling.method}"
-    if guidance in GUIDANCE_TAGS:
-        return f"{tag}_{guidance}_{GUIDANCE_TAGS[guidance]}{scale:g}"
+def _file_tag(model, s: SamplingSettings, scale: float, labelled: bool) -> str:
+    tag = f"{model.tag}_{s.sampler.name}"
+    if s.guidance in GUIDANCE_TAGS:
+        return f"{tag}_{s.guidance}_{GUIDANCE_TAGS[s.guidance]}{scale:g}"
     return f"{tag}_conditional" if labelled else tag
 
 
-def sample_once(ctx: distributed.Context, config, workdir: Path, model, *, scale: float,
+def sample_once(ctx: distributed.Context, exp: Experiment, workdir: Path, model, *, scale: float,
                 classifier=None, progress: bool = True) -> Tuple[Dict[str, Any], torch.Tensor,
                                                                  Optional[torch.Tensor]]:
     """One sampling run at guidance scale `scale`; returns (summary, samples, labels)."""
-    s = config.sampling
-    kwargs = factory.sample_kwargs(config)
-    shape = data_lib.data_shape(config.data)
-    labels = factory.class_labels(config, s.num_samples)
+    s, data = exp.sampling, exp.data
+    labels = s.class_labels(s.num_samples)
     score_fn = model.score_fn
     if labels is not None:
         score_fn = functools.partial(guided_score_fn, model, guidance=s.guidance, scale=scale,
-                                     null_label=factory.data_num_classes(config),
-                                     classifier=classifier)
-    samples, info = draw_samples(ctx, model.sde, score_fn, shape, num_samples=s.num_samples,
-                                 batch_size=s.batch_size, seed=factory.sampling_seed(config),
-                                 sample_kwargs=kwargs, labels=labels, progress=progress)
-    tag = _file_tag(model, config, s.guidance, scale, labels is not None)
-    summary = {"source": model.source, "step": model.step, "method": s.method,
-               "options": kwargs, "num_samples": s.num_samples, "batch_size": s.batch_size,
-               "seed": factory.sampling_seed(config), "world_size": ctx.world_size, **info}
+                                     null_label=s.null_label, classifier=classifier)
+    samples, info = draw_samples(ctx, model.sde, score_fn, data.shape, sampler=s.sampler,
+                                 num_samples=s.num_samples, batch_size=s.batch_size, seed=s.seed,
+                                 labels=labels, progress=progress)
+    tag = _file_tag(model, s, scale, labels is not None)
+    summary = {"source": model.source, "step": model.step, "method": s.sampler.name,
+               "options": s.sampler.describe(), "num_samples": s.num_samples, "batch_size": s.batch_size,
+               "seed": s.seed, "world_size": ctx.world_size, **info}
     if labels is not None:
-        summary.update(class_label=s.class_label, guidance=s.guidance,
+        summary.update(class_label=s.labels, guidance=s.guidance,
                        guidance_scale=scale if s.guidance != "none" else None)
         if classifier is not None:
             summary["classifier"] = {"source": classifier.source, "step": classifier.step}
     if ctx.is_main:
         out = Path(workdir) / "samples"
         reference = None
-        if not data_lib.is_image_data(config.data):
-            train_ds, _ = data_lib.build_datasets(config.data, seed=config.seed)
+        if not data.is_image:
+            train_ds, _ = data.datasets(exp.seed)
             reference = train_ds.x[: s.num_samples]
-            quality = toy_sample_quality(config, samples)
+            quality = toy_sample_quality(data, samples)
             if quality:
                 summary["toy"] = quality
                 if labels is not None:
-                    summary["toy"]["classes"] = toy_class_quality(config, samples, labels)
-        title = f"{config.sde.name}, {s.method}, NFE {info['nfe']:.0f}"
+                    summary["toy"]["classes"] = toy_class_quality(data, samples, labels)
+        title = f"{type(model.sde).__name__}, {s.sampler.name}, NFE {info['nfe']:.0f}"
         if s.guidance != "none":
             title += f", {s.guidance} {GUIDANCE_TAGS[s.guidance]} = {scale:g}"
-        summary["files"] = save_samples(samples, config, out / tag, reference=reference, title=title,
+        summary["files"] = save_samples(samples, data, out / tag, reference=reference, title=title,
                                         labels=labels)
-        (out / f"{tag}.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_json(out / f"{tag}.json", summary)
         log.info("Sampled %d in %.1f s with %s (NFE %.0f per sample): %s", s.num_samples,
-                 info["wall_s"], s.method, info["nfe"], summary["files"]["png"])
+                 info["wall_s"], s.sampler.name, info["nfe"], summary["files"]["png"])
         guided = f", {s.guidance} {scale:g}" if s.guidance != "none" else ""
-        print(f"[sample] {s.num_samples} samples, method={s.method}{guided}, NFE={info['nfe']:.0f},"
+        print(f"[sample] {s.num_samples} samples, method={s.sampler.name}{guided}, NFE={info['nfe']:.0f},"
               f" wall={info['wall_s']:.1f}s -> {summary['files']['png']}", flush=True)
     return summary, samples, labels
 
 
-def run(ctx: distributed.Context, config, workdir: Path, model, *, classifier=None,
+def run(ctx: distributed.Context, exp: Experiment, workdir: Path, model, *, classifier=None,
         progress: bool = True) -> Dict[str, Any]:
     """The sample mode. `model` is a `loading.LoadedModel` (score, SDE, step, source);
     `classifier` a `loading.LoadedClassifier` for guidance "classifier".
@@ -227,8 +237,9 @@ def run(ctx: distributed.Context, config, workdir: Path, model, *, classifier=No
     Returns the summary (also written to `<workdir>/samples/<tag>.json` on rank 0); for a list
     of guidance scales {"scales", "runs": [summary per scale], "files": {"grid": PNG}}.
     """
-    scales = factory.guidance_scales(config)
-    runs = [sample_once(ctx, config, workdir, model, scale=w, classifier=classifier,
+    s = exp.sampling
+    scales = list(s.scales)
+    runs = [sample_once(ctx, exp, workdir, model, scale=w, classifier=classifier,
                         progress=progress) for w in scales]
     if len(runs) == 1:
         distributed.barrier(ctx)
@@ -236,33 +247,32 @@ def run(ctx: distributed.Context, config, workdir: Path, model, *, classifier=No
     result = {"scales": scales, "runs": [r[0] for r in runs]}
     if ctx.is_main:
         grid = Path(workdir) / "samples" / "guidance_grid.png"
-        save_guidance_grid(config, [(w, x, y) for w, (_, x, y) in zip(scales, runs)], grid,
-                           title=f"{model.tag}, {config.sampling.method}")
+        save_guidance_grid(exp, [(w, x, y) for w, (_, x, y) in zip(scales, runs)], grid,
+                           title=f"{model.tag}, {s.sampler.name}")
         result["files"] = {"grid": str(grid)}
-        print(f"[sample] guidance grid over {config.sampling.guidance} scales {scales} -> {grid}",
-              flush=True)
+        print(f"[sample] guidance grid over {s.guidance} scales {scales} -> {grid}", flush=True)
     distributed.barrier(ctx)
     return result
 
 
-def save_guidance_grid(config, panels: List[Tuple[float, torch.Tensor, torch.Tensor]], path: Path,
+def save_guidance_grid(exp: Experiment, panels: List[Tuple[float, torch.Tensor, torch.Tensor]], path: Path,
                        title: str = "") -> None:
     """One figure of samples per guidance scale: for 2-D data, a column per scale beside the data,
     points coloured by class (with the purity on the toy); for images, a row per scale of the
-    first GRID_IMAGES_PER_SCALE samples (classes cycled as `class_label` says)."""
-    g = config.sampling.guidance
+    first GRID_IMAGES_PER_SCALE samples (classes cycled as the labels say)."""
+    g, data = exp.sampling.guidance, exp.data
     symbol = GUIDANCE_TAGS[g]
-    if data_lib.is_image_data(config.data):
-        rows = [to_images(x[:GRID_IMAGES_PER_SCALE], config) for _, x, _ in panels]
+    if data.is_image:
+        rows = [to_images(x[:GRID_IMAGES_PER_SCALE], data) for _, x, _ in panels]
         n = min(len(r) for r in rows)
         plots.save_image_grid(torch.cat([r[:n] for r in rows]), path, nrow=n)
         return
-    train_ds, _ = data_lib.build_datasets(config.data, seed=config.seed)
+    train_ds, _ = data.datasets(exp.seed)
     n = max(len(x) for _, x, _ in panels)
     columns = [("data", train_ds.x[:n], train_ds.y[:n])]
     for w, x, y in panels:
         name = f"{symbol} = {w:g}" + (" (unconditional)" if w == 0 else "")
-        quality = toy_class_quality(config, x, y)
+        quality = toy_class_quality(data, x, y)
         if quality:  # soft purity; class NLL - class entropy (meaningless for unconditional samples)
             name += f"\npurity {quality['purity_soft']:.3f}"
             if w > 0:

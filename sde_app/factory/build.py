@@ -1,0 +1,580 @@
+"""The one reader of the configuration: config groups in, built and checked objects out.
+
+`build_experiment(config, modes)` turns every group into what the runs receive (`sde_app.specs`):
+the SDE (`config.sde`), the score network and its adapter (`config.model`), the loss and the
+training loop (`config.training`, `config.optim`), the classifier (`config.classifier`), the
+sampler with its options bound (`config.sampling`), inpainting (`config.controllable`), the
+evaluation settings (`config.eval`) and the data (`config.data`). It checks every name and value,
+and what the modes about to run need of each other (a sampler that cannot run on the SDE at its
+step count, guidance on an unconditional model, ...), so that every mistake is one line before
+any work starts. Networks receive their own keyword arguments only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import ml_collections
+import torch
+
+from sde_lib import controllable as controllable_lib
+from sde_lib import sampling as sampling_lib
+from sde_lib.guidance import NetworkClassifier
+from sde_lib.likelihood import DIVERGENCES
+from sde_lib.losses import DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
+from sde_lib.ode import METHODS as ODE_METHODS
+from sde_lib.ode import is_adaptive
+from sde_lib.score import PREDICTIONS, TIME_LABELS, NetworkScore
+from sde_lib.sdes import SDES
+
+from ..data import DATASETS, DataSpec
+from ..specs import (ControllableSettings, EvalSettings, Experiment, LoopSettings, ModelSpec,
+                     OptimSettings, SamplingSettings, TrainingJob, lookup)
+from .config_files import config_to_json
+
+# Fields of config.model that configure the score adapter and the EMA, not the network.
+SCORE_FIELDS = ("prediction", "time_labels", "ema_rate")
+# What makes two checkpoints the same model (whole groups or single fields), and the value of a
+# field for checkpoints written before it existed.
+SCORE_MODEL_FIELDS = ("sde", "model", "training.conditional")
+CLASSIFIER_MODEL_FIELDS = ("sde", "classifier.model")
+FIELD_DEFAULTS = {"training.conditional": False}
+
+# Training objectives. "ddpm" and "smld" are the same chain loss (`discrete_dsm_loss`) under the
+# names of the papers that introduced them; each is only meaningful on its family of SDEs.
+LOSSES = ("dsm", "ddpm", "smld")
+DISCRETE_LOSS_SDES = {"ddpm": ("vpsde", "subvpsde", "cosine_vpsde"), "smld": ("vesde",)}
+MIXED_PRECISION = ("none", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+
+# config.sampling.guidance: none (the model's own score: unconditional, or conditional when class
+# labels are given), classifier_free (Ho & Salimans 2022), classifier (Song et al. 2021, eq. 14).
+GUIDANCE = ("none", "classifier_free", "classifier")
+ALL_CLASSES = -1  # config.sampling.class_label = -1: every class, cycled over the samples
+SAMPLING_MODES = ("sample",)
+CONTROLLABLE_MODES = ("inpaint", "colorize")
+
+
+def _choice(field: str, value, allowed) -> None:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"config.{field}={value!r} is not one of {allowed}; set --config.{field}=...")
+
+
+def _as_dict(group) -> Dict[str, Any]:
+    return dict(group.to_dict()) if isinstance(group, ml_collections.ConfigDict) else dict(group)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _positive_int(field: str, value) -> int:
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"config.{field}={value!r}: expected an integer >= 1")
+    return value
+
+
+def _nonnegative_int(field: str, value) -> int:
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"config.{field}={value!r}: expected an integer >= 0")
+    return value
+
+
+def _in_group(group: str, err: ValueError) -> ValueError:
+    """A library ValueError ("snr=-1: ...") with the config group named ("config.sampling.pc: ...")."""
+    return ValueError(f"config.{group}: {err}")
+
+
+# ------------------------------------------------------------------------------------- the SDE
+def _sde_options(name: str) -> Dict[str, Any]:
+    params = inspect.signature(SDES[name].__init__).parameters
+    return {p: v.default for p, v in params.items() if p != "self"}
+
+
+def build_sde(config):
+    """The forward SDE of `config.sde`: `name` picks it from `sde_lib.SDES`; the fields its
+    constructor takes are passed (fields of other SDEs, e.g. sigma_max for a VP SDE, are ignored).
+
+    Raises:
+      ValueError: unknown name, or a field no SDE takes (a typo).
+    """
+    fields = _as_dict(config.sde)
+    name = str(fields.pop("name", "")).lower()
+    _choice("sde.name", name, SDES)
+    known = set().union(*(_sde_options(n) for n in SDES))
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"config.sde has unknown field(s) {unknown}; fields of {name!r}:"
+                         f" {sorted(_sde_options(name))}")
+    options = _sde_options(name)
+    try:
+        return SDES[name](**{k: v for k, v in fields.items() if k in options})
+    except ValueError as err:
+        raise _in_group("sde", err) from None
+
+
+# -------------------------------------------------------------------------------------- data
+def build_data(config) -> DataSpec:
+    """The data of `config.data` (`sde_app.data.DataSpec`).
+
+    Raises:
+      ValueError: an unknown field or data set, or a bad value.
+    """
+    return data_spec(config.data)
+
+
+def data_spec(group) -> DataSpec:
+    """A `DataSpec` from a `config.data` group (ConfigDict or mapping; missing fields take the
+    spec's defaults, fields set to None too).
+
+    Raises:
+      ValueError: no `dataset`, an unknown field or data set, or a bad value.
+    """
+    fields = {k: v for k, v in _as_dict(group).items() if v is not None}
+    if "dataset" not in fields:
+        raise ValueError("config.data has no field 'dataset'; set it to one of"
+                         f" {list(DATASETS)}")
+    known = {f.name for f in dataclasses.fields(DataSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"config.data has unknown field(s) {unknown}; its fields: {sorted(known)}")
+    return DataSpec(**fields)
+
+
+def is_conditional(config) -> bool:
+    """True for a class-conditional score model (`config.training.conditional`)."""
+    return bool(config.training.get("conditional", False))
+
+
+# ---------------------------------------------------------------------------------- networks
+def _network_kwargs(registry, group: Dict[str, Any], where: str, data: DataSpec,
+                    extra: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """(name, the chosen network's own keyword arguments) of a config group: the data's shape
+    filled in, fields of the other networks of the registry left out, other fields refused."""
+    import models
+
+    name = str(group.pop("name", "")).lower()
+    if name not in registry:
+        raise ValueError(f"config.{where}.name={name!r}: no such network; available: {sorted(registry)}")
+    shape = ({"image_size": data.image_size, "num_channels": data.num_channels} if data.is_image
+             else {"data_dim": data.dim})
+    group.update(shape)
+    group.update(extra)
+    own = models.model_options(name, registry)
+    known = set().union(*(models.model_options(other, registry) for other in registry))
+    unknown = sorted(set(group) - known)
+    if unknown:
+        raise ValueError(f"config.{where} has unknown field(s) {unknown} (no network takes them);"
+                         f" fields of {name!r}: {sorted(own)}")
+    return name, {k: v for k, v in group.items() if k in own}
+
+
+def _build(registry, name: str, kwargs: Dict[str, Any], where: str) -> torch.nn.Module:
+    try:
+        return registry[name](**kwargs)
+    except ValueError as err:
+        raise _in_group(where, err) from None
+
+
+def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
+    """The score network of `config.model` and its adapter (prediction, time labels, EMA rate).
+
+    Raises:
+      ValueError: unknown network, field or option value.
+    """
+    import models
+
+    model = config.model
+    _choice("model.prediction", model.prediction, PREDICTIONS)
+    _choice("model.time_labels", model.time_labels, TIME_LABELS)
+    if not (0.0 <= model.ema_rate < 1.0):
+        raise ValueError(f"config.model.ema_rate={model.ema_rate!r}: expected a number in [0, 1)")
+    fields = {k: v for k, v in _as_dict(model).items() if k not in SCORE_FIELDS}
+    extra = {"num_classes": data.num_classes} if is_conditional(config) else {}
+    if not is_conditional(config):
+        fields.pop("num_classes", None)  # an unconditional network; checked by `_check_classes`
+    name, kwargs = _network_kwargs(models.MODELS, fields, "model", data, extra)
+    prediction, time_labels = model.prediction, model.time_labels
+
+    def wrap(net, sde_):
+        return NetworkScore(net, sde_, prediction=prediction, time_labels=time_labels)
+
+    identity = {f: _dotted(config, f) for f in SCORE_MODEL_FIELDS}
+    return ModelSpec("score model", functools.partial(_build, models.MODELS, name, kwargs, "model"), wrap,
+                     float(model.ema_rate), identity, dict(FIELD_DEFAULTS))
+
+
+def classifier_spec(config, data: DataSpec) -> ModelSpec:
+    """The noise-conditional classifier of `config.classifier.model` (log_softmax of its logits
+    with the SDE's continuous time labels)."""
+    import models
+
+    rate = config.classifier.training.ema_rate
+    if not (0.0 <= rate < 1.0):
+        raise ValueError(f"config.classifier.training.ema_rate={rate!r}: expected a number in [0, 1)")
+    name, kwargs = _network_kwargs(models.CLASSIFIERS, _as_dict(config.classifier.model), "classifier.model",
+                                   data, {"num_classes": data.num_classes})
+    identity = {f: _dotted(config, f) for f in CLASSIFIER_MODEL_FIELDS}
+    return ModelSpec("classifier", functools.partial(_build, models.CLASSIFIERS, name, kwargs, "classifier.model"),
+                     NetworkClassifier, float(rate), identity)
+
+
+def _dotted(config, dotted: str):
+    """The value of a field or group as its JSON form (what a checkpoint stores of it)."""
+    return json.loads(json.dumps(lookup(json.loads(config_to_json(config)), dotted, FIELD_DEFAULTS.get(dotted))))
+
+
+# ------------------------------------------------------------------------------------ losses
+def build_loss(config, sde):
+    """loss(score_fn, x0, generator=...) -> per-example losses (B,), from `config.training`.
+
+    "dsm": continuous denoising score matching (Song et al. 2021, eq. 7) with t ~ U[eps, T]
+    (or importance-sampled), std(t)^2 or likelihood weighting. "ddpm"/"smld": the loss on the
+    SDE's N-level chain (Ho et al. 2020's L_simple on VP, Song & Ermon 2019's on VE).
+    """
+    t = config.training
+    _choice("training.loss", t.loss, LOSSES)
+    if t.loss in DISCRETE_LOSS_SDES and config.sde.name not in DISCRETE_LOSS_SDES[t.loss]:
+        raise ValueError(f"config.training.loss={t.loss!r} is the loss of the"
+                         f" {DISCRETE_LOSS_SDES[t.loss]} chain, not of sde.name={config.sde.name!r};"
+                         f" use loss='dsm' or {'smld' if t.loss == 'ddpm' else 'ddpm'!r}")
+    if t.loss != "dsm":
+        if t.likelihood_weighting or t.importance_sampling:
+            raise ValueError(f"config.training.likelihood_weighting/importance_sampling apply to"
+                             f" loss='dsm' only, not loss={t.loss!r}")
+        return functools.partial(discrete_dsm_loss, sde, reduce_mean=t.reduce_mean)
+    try:
+        return DenoisingScoreMatching(sde, eps=t.eps, reduce_mean=t.reduce_mean,
+                                      likelihood_weighting=t.likelihood_weighting,
+                                      importance_sampling=t.importance_sampling)
+    except ValueError as err:
+        raise _in_group("training", err) from None
+
+
+# ------------------------------------------------------------------------------------ loops
+def _optim(group, where: str, n_iters: int) -> OptimSettings:
+    _choice(f"{where}.schedule", group.schedule, LR_SCHEDULES)
+    fields = _as_dict(group)
+    known = {f.name for f in dataclasses.fields(OptimSettings)} - {"n_iters"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"config.{where} has unknown field(s) {unknown}")
+    if not (fields["lr"] > 0 and math.isfinite(fields["lr"])):
+        raise ValueError(f"config.{where}.lr={fields['lr']!r}: expected a finite number > 0")
+    _nonnegative_int(f"{where}.warmup", fields["warmup"])
+    return OptimSettings(n_iters=n_iters, **fields)
+
+
+def _loop(config, group, where: str, snapshot_sampling: bool) -> LoopSettings:
+    t = config.training
+    _choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
+    for field in ("batch_size", "n_iters", "log_freq"):
+        _positive_int(f"{where}.{field}", group[field])
+    for field in ("eval_freq", "checkpoint_freq", "snapshot_freq"):
+        _nonnegative_int(f"{where}.{field}", group[field])
+    return LoopSettings(group=where, batch_size=group.batch_size, n_iters=group.n_iters,
+                        log_freq=group.log_freq, eval_freq=group.eval_freq,
+                        checkpoint_freq=group.checkpoint_freq, snapshot_freq=group.snapshot_freq,
+                        snapshot_sampling=snapshot_sampling, mixed_precision=t.mixed_precision,
+                        compile=bool(t.compile), deterministic=bool(t.deterministic))
+
+
+def _check_classes(config, data: DataSpec) -> None:
+    """`training.conditional` needs labelled data; `model.num_classes`, if set, must be the data's
+    (a conditional model) or 0."""
+    p = config.training.p_uncond
+    if isinstance(p, bool) or not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+        raise ValueError(f"config.training.p_uncond={p!r}: expected a probability in [0, 1]"
+                         " (label dropout; 0.1 to 0.2 as Ho & Salimans 2022)")
+    K = data.num_classes if is_conditional(config) else 0
+    if is_conditional(config) and K == 0:
+        raise ValueError(f"config.training.conditional=True, but dataset {data.dataset!r}"
+                         " has no class labels; set training.conditional=False")
+    stored = config.model.get("num_classes", 0) or 0
+    if stored and stored != K:
+        fix = ("set training.conditional=True (the network then takes the data's classes)"
+               if K == 0 else f"set it to 0 (filled in from the data) or {K}")
+        raise ValueError(f"config.model.num_classes={stored}, but the model is"
+                         f" {'conditional on ' + str(K) + ' classes' if K else 'unconditional'};"
+                         f" {fix}")
+
+
+def training_job(config, sde, data: DataSpec, model: ModelSpec, snapshot: Optional[SamplingSettings]) -> TrainingJob:
+    """The score model's loop (`config.training`, `config.optim`)."""
+    t = config.training
+    loop = _loop(config, t, "training", bool(t.snapshot_sampling))
+    conditional = is_conditional(config)
+    return TrainingJob(mode="train", subdir="", objective="score", model=model, loop=loop,
+                       optim=_optim(config.optim, "optim", loop.n_iters), loss=build_loss(config, sde),
+                       conditional=conditional, p_uncond=float(t.p_uncond),
+                       null_label=data.num_classes if conditional else None,
+                       snapshot=snapshot if loop.snapshot_sampling else None)
+
+
+CLASSIFIER_DIR = "classifier"  # <workdir>/classifier/: the classifier's own run directory
+
+
+def classifier_job(config, sde, data: DataSpec) -> Optional[TrainingJob]:
+    """The noise-conditional classifier's loop (`config.classifier`), None for unlabelled data."""
+    c = config.classifier
+    loop = _loop(config, c.training, "classifier.training", False)
+    if not (0.0 < c.training.eps < sde.T):
+        raise ValueError(f"config.classifier.training.eps={c.training.eps!r}: expected a number"
+                         f" in (0, T={sde.T})")
+    optim = _optim(c.optim, "classifier.optim", loop.n_iters)
+    if data.num_classes < 2:
+        return None
+    model = classifier_spec(config, data)
+    return TrainingJob(mode="train_classifier", subdir=CLASSIFIER_DIR, objective="classifier", model=model,
+                       loop=loop, optim=optim, loss=NoisyClassifierLoss(sde, eps=c.training.eps))
+
+
+# --------------------------------------------------------------------------------- sampling
+def build_sampler(config, method: Optional[str] = None) -> sampling_lib.Sampler:
+    """The sampler of `config.sampling`: `method` with the options of `sampling.<method>` and the
+    shared eps, denoise, N (`sde_lib.sampling.build_sampler`). A field left at None takes the
+    method's own default."""
+    s = config.sampling
+    method = s.method if method is None else method
+    _choice("sampling.method", method, sampling_lib.METHODS)
+    options = {k: v for k, v in _as_dict(s[method]).items() if v is not None}
+    try:
+        declaration = sampling_lib.build_method(method, **options)
+    except ValueError as err:
+        raise _in_group(f"sampling.{method}", err) from None
+    try:
+        return sampling_lib.Sampler(method, declaration, eps=s.eps, denoise=s.denoise, N=s.N)
+    except ValueError as err:
+        raise _in_group("sampling", err) from None
+
+
+def _check_sampler_names(config) -> None:
+    """Every method group's values, also of methods not chosen: a typo is a typo."""
+    for name in sampling_lib.METHODS:
+        options = {k: v for k, v in _as_dict(config.sampling[name]).items() if v is not None}
+        try:
+            sampling_lib.build_method(name, **options)
+        except ValueError as err:
+            raise _in_group(f"sampling.{name}", err) from None
+
+
+def label_values(config, group: str, num_classes: int, dataset: str) -> Optional[List[int]]:
+    """The classes `config.<group>.class_label` names, in order: None (unconditional), [k] for an
+    int k, the list itself, or every class for -1."""
+    spec = config[group].class_label
+    if spec is None:
+        return None
+    values = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not values or not all(_is_int(v) for v in values):
+        raise ValueError(f"config.{group}.class_label={spec!r}: expected an int, a list of ints,"
+                         f" or {ALL_CLASSES} for all classes")
+    if num_classes == 0:
+        raise ValueError(f"config.{group}.class_label={spec!r}, but dataset {dataset!r} has no class labels")
+    if values == [ALL_CLASSES]:
+        return list(range(num_classes))
+    bad = [v for v in values if not 0 <= v < num_classes]
+    if bad:
+        raise ValueError(f"config.{group}.class_label={spec!r}: label(s) {bad} out of range;"
+                         f" {dataset!r} has {num_classes} classes (0..{num_classes - 1}), or"
+                         f" {ALL_CLASSES} for all of them")
+    return values
+
+
+def guidance_scales(config, group: str) -> List[float]:
+    """`config.<group>.guidance_scale` as a list (sample mode: one sampling run per value)."""
+    spec = config[group].guidance_scale
+    values = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    ok = values and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                        and math.isfinite(v) and v >= 0 for v in values)
+    if not ok:
+        raise ValueError(f"config.{group}.guidance_scale={spec!r}: expected a number >= 0 or a"
+                         " list of them, e.g. (0, 1, 2, 4)")
+    return [float(v) for v in values]
+
+
+def _check_guidance(config, group: str, labels: Optional[List[int]], scales: List[float]) -> None:
+    """Guidance, labels and model must fit together (docs/app.md, "Class labels and guidance")."""
+    g = config[group]
+    _choice(f"{group}.guidance", g.guidance, GUIDANCE)
+    if group != "sampling" and (len(scales) > 1 or (labels is not None and len(labels) > 1)):
+        raise ValueError(f"config.{group}: one class label and one guidance scale (got class_label="
+                         f"{g.class_label!r}, guidance_scale={g.guidance_scale!r})")
+    if len(scales) > 1 and g.guidance == "none":
+        raise ValueError(f"config.{group}.guidance_scale={g.guidance_scale!r} is a list, but"
+                         f" {group}.guidance='none' has no scale; set guidance='classifier_free'"
+                         " or 'classifier'")
+    conditional = is_conditional(config)
+    if g.guidance != "none" and labels is None:
+        raise ValueError(f"config.{group}.guidance={g.guidance!r} needs class labels: set"
+                         f" config.{group}.class_label to a class"
+                         + (f", a list, or {ALL_CLASSES} for all" if group == "sampling" else ""))
+    if g.guidance == "classifier_free" and not conditional:
+        raise ValueError(f"config.{group}.guidance='classifier_free' needs a class-conditional model"
+                         " (training.conditional=True, trained with label dropout p_uncond > 0);"
+                         " this model is unconditional: use guidance='classifier' with a classifier"
+                         " trained by --mode train_classifier")
+    if g.guidance == "classifier_free" and config.training.p_uncond <= 0:
+        raise ValueError(f"config.{group}.guidance='classifier_free' needs the unconditional score,"
+                         " which a model trained with training.p_uncond=0 never learned; train with"
+                         " p_uncond = 0.1 to 0.2")
+    if g.guidance == "none" and labels is not None and not conditional:
+        raise ValueError(f"config.{group}.class_label={g.class_label!r} on an unconditional model:"
+                         " train with training.conditional=True, or use guidance='classifier'"
+                         " (--mode train_classifier)")
+
+
+def sampling_seed(config) -> int:
+    s = config.sampling.get("seed", None)
+    return config.seed if s is None else s
+
+
+def sampling_settings(config, data: DataSpec) -> SamplingSettings:
+    """`config.sampling`: the sampler, sizes, seed, labels and guidance."""
+    s = config.sampling
+    _check_sampler_names(config)
+    sampler = build_sampler(config)
+    _positive_int("sampling.num_samples", s.num_samples)
+    _positive_int("sampling.batch_size", s.batch_size)
+    labels = label_values(config, "sampling", data.num_classes, data.dataset)
+    scales = guidance_scales(config, "sampling")
+    _check_guidance(config, "sampling", labels, scales)
+    return SamplingSettings(sampler=sampler, num_samples=s.num_samples, batch_size=s.batch_size,
+                            seed=sampling_seed(config), labels=labels, guidance=s.guidance,
+                            scales=tuple(scales), null_label=data.num_classes)
+
+
+def controllable_settings(config, data: DataSpec) -> ControllableSettings:
+    """`config.controllable`: the inpainting method and sampler (its options from
+    `config.sampling.<sampler>`), sizes, the toy's known coordinate, label and guidance."""
+    c, s = config.controllable, config.sampling
+    _choice("controllable.method", c.method, controllable_lib.METHODS)
+    samplers = controllable_lib.METHODS[c.method].samplers
+    _choice("controllable.sampler", c.sampler, samplers)
+    options = {k: v for k, v in _as_dict(c[c.method]).items()}
+    if c.sampler != "ddpm":
+        options.update({k: v for k, v in _as_dict(s[c.sampler]).items() if v is not None})
+    try:
+        inpainter = controllable_lib.build_inpainter(c.method, sampler=c.sampler, eps=s.eps, denoise=s.denoise,
+                                                     N=s.N, **options)
+    except ValueError as err:
+        raise _in_group("controllable", err) from None
+    _positive_int("controllable.num_samples", c.num_samples)
+    if not data.is_image:
+        if not (_is_int(c.known_dim) and 0 <= c.known_dim < data.dim):
+            raise ValueError(f"config.controllable.known_dim={c.known_dim!r}: expected a coordinate"
+                             f" index in [0, {data.dim})")
+        if not math.isfinite(float(c.known_value)):
+            raise ValueError(f"config.controllable.known_value={c.known_value!r}: expected a finite number")
+    labels = label_values(config, "controllable", data.num_classes, data.dataset)
+    scales = guidance_scales(config, "controllable")
+    _check_guidance(config, "controllable", labels, scales)
+    return ControllableSettings(inpainter=inpainter, num_samples=c.num_samples, batch_size=s.batch_size,
+                                seed=sampling_seed(config), known_dim=int(c.known_dim),
+                                known_value=float(c.known_value),
+                                class_label=None if labels is None else labels[0], guidance=c.guidance,
+                                scale=scales[0], null_label=data.num_classes)
+
+
+# ------------------------------------------------------------------------------- evaluation
+def eval_settings(config, sde) -> EvalSettings:
+    """`config.eval`: test-loss batches and the likelihood's ODE settings."""
+    e = config.eval
+    _choice("eval.divergence", e.divergence, DIVERGENCES)
+    _choice("eval.solver", e.solver, ODE_METHODS)
+    if not is_adaptive(e.solver):
+        raise ValueError(f"config.eval.solver={e.solver!r} is a fixed-step method; the likelihood"
+                         " needs an adaptive one, e.g. 'RK45' or 'dopri5'")
+    if not (0.0 < e.eps < sde.T):
+        raise ValueError(f"config.eval.eps={e.eps!r}: expected a number in (0, T={sde.T})")
+    for field in ("rtol", "atol"):
+        v = e[field]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"config.eval.{field}={v!r}: expected a finite number > 0")
+    _positive_int("eval.batch_size", e.batch_size)
+    _positive_int("eval.n_probes", e.n_probes)
+    if e.divergence == "exact" and e.n_probes != 1:
+        raise ValueError(f"config.eval.n_probes={e.n_probes}: the exact divergence takes no probes; set 1")
+    _nonnegative_int("eval.loss_batches", e.loss_batches)
+    if not _is_int(e.num_points) or e.num_points < -1:
+        raise ValueError(f"config.eval.num_points={e.num_points!r}: expected an integer >= 0 (0: all"
+                         " test points) or -1 (skip the likelihood)")
+    return EvalSettings(batch_size=e.batch_size, loss_batches=e.loss_batches, num_points=e.num_points,
+                        likelihood=dict(divergence=e.divergence, n_probes=e.n_probes, method=e.solver,
+                                        rtol=e.rtol, atol=e.atol, eps=e.eps))
+
+
+# ------------------------------------------------------------------------------ the experiment
+def build_experiment(config, modes: Sequence[str] = (), *, check_network: bool = True) -> Experiment:
+    """Every group of `config` built and checked (see the module docstring).
+
+    Args:
+      config: the configuration (an ml_collections.ConfigDict of `configs/`).
+      modes: the modes about to run; the sampler and inpainting method are checked against the
+        SDE when a mode (or the training's snapshot samples) will use them.
+      check_network: build the networks on the meta device (no memory) to check their options;
+        False for weights that come with their own network (official checkpoints).
+
+    Raises:
+      ValueError: naming the field, its value and the fix.
+    """
+    if not _is_int(config.seed):
+        raise ValueError(f"config.seed={config.seed!r}: expected an integer")
+    _nonnegative_int("threads", config.threads)
+    sde = build_sde(config)
+    data = build_data(config)
+    _check_classes(config, data)
+    model = score_model_spec(config, sde, data)
+    sampling = sampling_settings(config, data)
+    train = training_job(config, sde, data, model, sampling)
+    classifier = classifier_job(config, sde, data)
+    controllable = controllable_settings(config, data)
+    evaluation = eval_settings(config, sde)
+    if check_network:
+        with torch.device("meta"):
+            model.build_net()
+            if classifier is not None:
+                classifier.model.build_net()
+    if any(m in modes for m in SAMPLING_MODES) or ("train" in modes and train.snapshot is not None):
+        try:
+            sampling.sampler.check(sde)
+        except ValueError as err:
+            raise _in_group(f"sampling ({sampling.sampler.name}, used by"
+                            f" {'sample' if 'sample' in modes else 'the snapshot samples of train'})",
+                            err) from None
+    if any(m in modes for m in CONTROLLABLE_MODES):
+        try:
+            controllable.inpainter.check(sde)
+        except ValueError as err:
+            raise _in_group("controllable", err) from None
+    return Experiment(config_json=config_to_json(config), seed=config.seed, threads=config.threads, sde=sde,
+                      data=data, score_model=model, train=train, classifier=classifier, sampling=sampling,
+                      controllable=controllable, evaluation=evaluation)
+
+
+
+# ------------------------------------------------------------------------- single pieces
+def network_options(config) -> Dict[str, Any]:
+    """The keyword arguments the score network of `config.model` is built with (its own only)."""
+    import models
+
+    data = build_data(config)
+    fields = {k: v for k, v in _as_dict(config.model).items() if k not in SCORE_FIELDS}
+    if not is_conditional(config):
+        fields.pop("num_classes", None)
+    extra = {"num_classes": data.num_classes} if is_conditional(config) else {}
+    return _network_kwargs(models.MODELS, fields, "model", data, extra)[1]
+
+
+def build_network(config) -> torch.nn.Module:
+    """The score network of `config.model` (CPU, training mode)."""
+    return score_model_spec(config, build_sde(config), build_data(config)).build_net()
+
+
+def build_classifier(config) -> torch.nn.Module:
+    """The noise-conditional classifier of `config.classifier.model` (CPU, training mode)."""
+    return classifier_spec(config, build_data(config)).build_net()

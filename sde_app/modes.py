@@ -1,0 +1,159 @@
+"""The modes `main.py` runs, as one table (`MODES`), and the checks that run before any of them.
+
+A `Session` holds what the modes of one command share: the experiment (`specs.Experiment`), the
+process's place in a torchrun job, the workdir and the command-line paths, and the weights once
+loaded (so `sample,eval` loads them once).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence
+
+from . import controllable_run, distributed, evaluation, loading, sampling_run, training
+from .checkpoints import CheckpointDir
+from .specs import Experiment
+
+
+@dataclasses.dataclass
+class Session:
+    """What the modes of one command share."""
+
+    exp: Experiment
+    ctx: distributed.Context
+    workdir: Path
+    modes: Sequence[str]
+    progress: bool = True
+    checkpoint: Optional[str] = None
+    official_checkpoint: Optional[str] = None
+    official: Optional[Dict[str, Any]] = None
+    classifier_checkpoint: Optional[str] = None
+    input_path: Optional[str] = None
+    mask_path: Optional[str] = None
+    _model: Any = None
+    _classifier: Any = None
+
+    def model(self, mode: str):
+        """The score model's EMA weights (ours or official), loaded once."""
+        if self._model is None:
+            if self.official is not None:
+                self._model = loading.load_official(self.exp, self.official_checkpoint, self.official,
+                                                    self.ctx.device)
+            else:
+                self._model = loading.load_trained(self.exp, self.workdir, self.ctx.device, self.checkpoint)
+            if self.ctx.is_main:
+                m = self._model
+                print(f"[{mode}] weights: {m.source} (step {m.step}, EMA)", flush=True)
+        return self._model
+
+    def classifier(self, mode: str):
+        """The classifier's EMA weights when `mode` guides with it, else None; loaded once."""
+        if not uses_classifier(self.exp, [mode]):
+            return None
+        if self._classifier is None:
+            self._classifier = loading.load_classifier(self.exp, self.workdir, self.ctx.device,
+                                                       self.classifier_checkpoint)
+            if self.ctx.is_main:
+                c = self._classifier
+                print(f"[{mode}] classifier: {c.source} (step {c.step}, EMA)", flush=True)
+        return self._classifier
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """A mode: what it runs, and what it needs before it starts.
+
+    Attributes:
+      run: run(session, mode name) -> its result (the final step, or a summary).
+      trains: it trains (writes checkpoints; no trained weights needed).
+      needs_weights: it reads trained weights (ours or official).
+      reads_data: it reads the data set (train, eval).
+      guided_by: the settings group whose `guidance` may ask for the classifier, or None.
+    """
+
+    run: Callable[[Session, str], Any]
+    trains: bool = False
+    needs_weights: bool = False
+    reads_data: bool = False
+    guided_by: Optional[str] = None
+
+
+def _train(s: Session, mode: str):
+    return training.train(s.exp, s.workdir, s.ctx, progress=s.progress)
+
+
+def _train_classifier(s: Session, mode: str):
+    return training.train_classifier(s.exp, s.workdir, s.ctx, progress=s.progress)
+
+
+def _sample(s: Session, mode: str):
+    return sampling_run.run(s.ctx, s.exp, s.workdir, s.model(mode), classifier=s.classifier(mode),
+                            progress=s.progress)
+
+
+def _eval(s: Session, mode: str):
+    return evaluation.run(s.ctx, s.exp, s.workdir, s.model(mode), progress=s.progress)
+
+
+def _inpaint(s: Session, mode: str):
+    return controllable_run.run_inpaint(s.ctx, s.exp, s.workdir, s.model(mode), input_path=s.input_path,
+                                        mask_path=s.mask_path, classifier=s.classifier(mode),
+                                        progress=s.progress)
+
+
+def _colorize(s: Session, mode: str):
+    return controllable_run.run_colorize(s.ctx, s.exp, s.workdir, s.model(mode), input_path=s.input_path,
+                                         classifier=s.classifier(mode), progress=s.progress)
+
+
+MODES = {
+    "train": Mode(_train, trains=True, reads_data=True),
+    "sample": Mode(_sample, needs_weights=True, guided_by="sampling"),
+    "eval": Mode(_eval, needs_weights=True, reads_data=True),
+    "train_classifier": Mode(_train_classifier, trains=True, reads_data=True),
+    "inpaint": Mode(_inpaint, needs_weights=True, guided_by="controllable"),
+    "colorize": Mode(_colorize, needs_weights=True, guided_by="controllable"),
+}
+
+
+def uses_classifier(exp: Experiment, modes: Sequence[str]) -> bool:
+    """Whether one of `modes` guides with the classifier."""
+    for m in modes:
+        group = MODES[m].guided_by
+        if group is not None and getattr(exp, group).guidance == "classifier":
+            return True
+    return False
+
+
+def check(session: Session) -> None:
+    """Everything the modes need that takes no work: data on disk, weights to read, a classifier
+    for classifier guidance, readable inputs. (The config itself is checked by the factory.)
+
+    Raises:
+      ValueError, FileNotFoundError: the one-line message names the value and the fix.
+    """
+    exp, modes, workdir = session.exp, session.modes, session.workdir
+    controllable_run.check_inputs(exp.data, modes, session.input_path, session.mask_path)
+    if any(MODES[m].reads_data for m in modes):
+        exp.data.check_available()
+    if "train_classifier" in modes and exp.classifier is None:
+        raise ValueError(f"--mode train_classifier needs labelled data, but dataset {exp.data.dataset!r}"
+                         " has no classes")
+    needs = [m for m in modes if MODES[m].needs_weights]
+    if needs and "train" not in modes and session.official is None and not session.checkpoint:
+        if not CheckpointDir(workdir).has_checkpoint():
+            raise ValueError(
+                f"--mode={needs[0]} needs a trained model, but {workdir}/checkpoints has none: train"
+                " first (--mode=train,sample), or pass --checkpoint=PATH or --official_checkpoint=PATH"
+                " --official_config=JSON")
+    guided = [m for m in modes if MODES[m].guided_by is not None and uses_classifier(exp, [m])]
+    if guided:
+        if exp.classifier is None:
+            raise ValueError(f"guidance='classifier' needs labelled data, but dataset {exp.data.dataset!r}"
+                             " has no classes")
+        if session.classifier_checkpoint:
+            if not Path(session.classifier_checkpoint).is_file():
+                raise ValueError(f"--classifier_checkpoint={session.classifier_checkpoint!r}: no such file")
+        elif not ("train_classifier" in modes and modes.index("train_classifier") < modes.index(guided[0])):
+            if not CheckpointDir(loading.run_dir(workdir, exp.classifier)).has_checkpoint():
+                raise ValueError(loading.missing_classifier_message(workdir, exp.classifier))
