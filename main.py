@@ -40,6 +40,8 @@ flags.DEFINE_string("input", None, "--mode inpaint/colorize: the input image (PN
 flags.DEFINE_string("mask", None, "--mode inpaint: the mask (PNG of the input's size; white = known).")
 flags.DEFINE_enum("device", "auto", ["auto", "cpu", "cuda"], "Device; auto = the local GPU if any.")
 flags.DEFINE_bool("progress", True, "Show progress bars (else print a line per log step).")
+flags.DEFINE_bool("fresh", False, "--mode train: start again from step 0 when every checkpoint in the workdir"
+                  " is damaged (they are kept, renamed *.damaged); without it such a run stops.")
 
 CONFIG = None  # the configuration read by `parse_flags`
 
@@ -61,28 +63,33 @@ def parse_modes(text: str):
     return modes
 
 
-def check_workdir(workdir, writes: bool) -> Path:
-    """The run directory: required, not a file, and writable when a mode writes into it."""
-    import os
+def check_workdir(workdir) -> Path:
+    """The run directory: required, not a file, and writable (tried with a temporary file in it,
+    or in its nearest existing parent, removed at once: a mistake leaves nothing behind)."""
+    import tempfile
 
     if not workdir:
         raise UsageError("--workdir is required: the run directory for checkpoints and outputs,"
                          " e.g. --workdir=runs/vp_toy")
     path = Path(workdir)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--workdir={workdir!r} is a file; pass a directory (it is created if missing)")
-    if writes:
-        existing = path
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-            raise UsageError(f"--workdir={workdir!r} cannot be written ({existing} is read-only); choose a"
-                             " directory you can write to")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is inside {existing}, a file"
+        raise UsageError(f"--workdir={workdir!r} {where}; pass a directory (it is created if missing)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise UsageError(f"--workdir={workdir!r} cannot be written ({existing}: {err.strerror}); choose a"
+                         " directory you can write to") from None
     return path
 
 
 def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, official_config=None,
-        classifier_checkpoint=None, input_path=None, mask_path=None, device="auto", progress=True):
+        classifier_checkpoint=None, input_path=None, mask_path=None, device="auto", progress=True,
+        fresh=False):
     """Check everything, then run `modes` in order (the command line without absl).
 
     Returns {mode: result}: the final step for train and train_classifier, the summaries of
@@ -99,7 +106,7 @@ def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, of
 
     if isinstance(modes, str):
         modes = parse_modes(modes)
-    workdir = check_workdir(workdir, writes=True)
+    workdir = check_workdir(workdir)
     official = None
     if official_checkpoint or official_config:
         if not (official_checkpoint and official_config):
@@ -120,7 +127,7 @@ def run(config, modes, workdir, *, checkpoint=None, official_checkpoint=None, of
     session = modes_lib.Session(
         exp=exp, ctx=distributed.Context(), workdir=workdir, modes=modes, progress=progress,
         checkpoint=checkpoint, official_checkpoint=official_checkpoint, official=official,
-        classifier_checkpoint=classifier_checkpoint, input_path=input_path, mask_path=mask_path)
+        classifier_checkpoint=classifier_checkpoint, input_path=input_path, mask_path=mask_path, fresh=fresh)
     modes_lib.check(session)
 
     if exp.threads > 0:
@@ -170,7 +177,7 @@ def main(argv):
         run(CONFIG, FLAGS.mode, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
             official_checkpoint=FLAGS.official_checkpoint, official_config=FLAGS.official_config,
             classifier_checkpoint=FLAGS.classifier_checkpoint, input_path=FLAGS.input,
-            mask_path=FLAGS.mask, device=FLAGS.device, progress=FLAGS.progress)
+            mask_path=FLAGS.mask, device=FLAGS.device, progress=FLAGS.progress, fresh=FLAGS.fresh)
     except NonFiniteLossError as err:
         _fail(err, 3)
     except (ValueError, FileNotFoundError) as err:

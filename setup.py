@@ -24,5 +24,5 @@ setup(
         "matplotlib>=3.5",
         "pillow>=9.0",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
 )

@@ -4,6 +4,8 @@ Layout of `<workdir>/checkpoints/`:
   checkpoint.pt          the resume checkpoint (latest), written every `checkpoint_freq` steps
   checkpoint.prev.pt     the resume checkpoint before it (the fallback)
   snapshot_<step>.pt     numbered snapshots, every `snapshot_freq` steps (kept)
+  <name>.damaged[.k]     a file found damaged, moved aside (never deleted, never rotated over a
+                         good one)
 
 Every file is written to a temporary file in the same directory, flushed and fsynced, then moved
 into place with `os.replace` (atomic on POSIX), and the directory is fsynced: a crash or SIGKILL
@@ -21,6 +23,7 @@ import os
 import re
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -40,6 +43,21 @@ log = logging.getLogger(__name__)
 
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file that cannot be read or whose checksum does not match."""
+
+
+class DamagedCheckpointsError(ValueError):
+    """Checkpoints exist but none is intact: a run must not silently start again from step 0.
+
+    Attributes: `folder`, `files` (the damaged files); the message says what to do after `fix`.
+    """
+
+    def __init__(self, folder: Path, files: List[Path], fix: str = "restore a good checkpoint into that folder"):
+        self.folder, self.files = folder, files
+        names = ", ".join(p.name for p in files)
+        super().__init__(f"every checkpoint in {folder} is damaged ({names}); nothing to resume from: {fix}")
+
+    def with_fix(self, fix: str) -> "DamagedCheckpointsError":
+        return DamagedCheckpointsError(self.folder, self.files, fix)
 
 
 # ------------------------------------------------------------------------------------ checksum
@@ -125,8 +143,8 @@ def load_state(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # any reader error means the bytes are damaged
-        raise CorruptCheckpointError(f"{path} cannot be read ({type(err).__name__}: "
-                                     f"{str(err).splitlines()[0] if str(err) else ''})") from err
+        first = str(err).splitlines()[0].split(". ")[0] if str(err) else ""
+        raise CorruptCheckpointError(f"{path} cannot be read ({type(err).__name__}: {first})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state" not in payload:
         raise CorruptCheckpointError(f"{path} is not a {FORMAT} checkpoint")
     if state_digest(payload["state"]) != payload.get("sha256"):
@@ -161,10 +179,14 @@ class CheckpointDir:
         return sorted(found, reverse=True)
 
     def candidates(self) -> List[Path]:
-        """Files to resume from, best first: the resume checkpoint, its predecessor, then the
-        snapshots newest first."""
+        """Files to resume from: the resume checkpoint, its predecessor, then the snapshots newest
+        first (`load_latest` picks the newest intact one of them)."""
         paths = [self.resume_path, self.previous_path] + [p for _, p in self.snapshots()]
         return [p for p in paths if p.is_file()]
+
+    def damaged(self) -> List[Path]:
+        """Files moved aside as damaged (`move_aside`)."""
+        return sorted(self.dir.glob("*.damaged*")) if self.dir.is_dir() else []
 
     def has_checkpoint(self) -> bool:
         return bool(self.candidates())
@@ -175,8 +197,23 @@ class CheckpointDir:
             for p in self.dir.glob(".*.tmp"):
                 p.unlink(missing_ok=True)
 
+    def move_aside(self, path: Path) -> Path:
+        """Rename a damaged file to `<name>.damaged` (`.damaged.1`, ... if taken); never deletes it."""
+        target = path.with_name(path.name + ".damaged")
+        k = 0
+        while target.exists():
+            k += 1
+            target = path.with_name(f"{path.name}.damaged.{k}")
+        os.replace(path, target)
+        _fsync_dir(path.parent)
+        return target
+
     def save_resume(self, state: Dict[str, Any]) -> Path:
-        """Write the resume checkpoint, keeping the previous one as the fallback."""
+        """Write the resume checkpoint, keeping the previous one as the fallback. A current resume
+        checkpoint that is not a complete file is moved aside, not rotated over the fallback."""
+        if self.resume_path.is_file() and not zipfile.is_zipfile(self.resume_path):
+            log.warning("Damaged checkpoint %s moved aside to %s (not rotated over %s).", self.resume_path,
+                        self.move_aside(self.resume_path).name, self.previous_path.name)
         atomic_save(state, self.resume_path, keep_previous=self.previous_path)
         return self.resume_path
 
@@ -185,15 +222,44 @@ class CheckpointDir:
         atomic_save(state, path)
         return path
 
-    def load_latest(self, map_location: Any = "cpu") -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
-        """The newest readable checkpoint: (state, path), or (None, None) when there is none.
+    def load_latest(self, map_location: Any = "cpu", *, move_aside: bool = False
+                    ) -> Tuple[Optional[Dict[str, Any]], Optional[Path]]:
+        """The newest intact checkpoint: (state, path), or (None, None) when there is none.
 
-        A damaged file is reported in one line (logging.WARNING) and the next candidate is tried.
+        The resume checkpoint is read first, its predecessor if it is damaged, then any snapshot
+        newer than the one found (newest first): so a damaged `checkpoint.pt` never hides a newer
+        intact snapshot. Each damaged file is reported in one line (logging.WARNING) and, with
+        `move_aside` (training, whose next save would otherwise rotate it over the good
+        fallback), renamed to `<name>.damaged`.
+
+        Raises:
+          DamagedCheckpointsError: checkpoints exist (or were moved aside before) but none is
+            intact; the message names them.
         """
-        for path in self.candidates():
+        found, damaged = None, []
+
+        def attempt(path):
             try:
                 return load_state(path, map_location), path
             except CorruptCheckpointError as err:
-                log.warning("Skipping damaged checkpoint: %s; falling back to the previous one.", err)
-        return None, None
+                damaged.append(path)
+                moved = f"; moved aside to {self.move_aside(path).name}" if move_aside else ""
+                log.warning("Skipping damaged checkpoint: %s%s.", err, moved)
+                return None
 
+        for path in (self.resume_path, self.previous_path):
+            if path.is_file() and (found := attempt(path)) is not None:
+                break
+        newest = int(found[0]["step"]) if found else -1
+        for step, path in self.snapshots():
+            if step <= newest:
+                break
+            if (better := attempt(path)) is not None:
+                found = better
+                break
+        if found is None and (damaged or self.damaged()):
+            raise DamagedCheckpointsError(self.dir, self.damaged() if move_aside else damaged + self.damaged())
+        if found is not None and damaged:
+            log.warning("Resuming from %s at step %d (the newest intact checkpoint).", found[1].name,
+                        int(found[0]["step"]))
+        return found if found is not None else (None, None)

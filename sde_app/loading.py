@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from .checkpoints import CheckpointDir, CorruptCheckpointError, load_state
+from .checkpoints import CheckpointDir, CorruptCheckpointError, DamagedCheckpointsError, load_state
 from .specs import Experiment, TrainingJob
 
 
@@ -49,7 +49,10 @@ def _read(job: TrainingJob, workdir, checkpoint: Optional[str], flag: str, missi
             hint = (". For an official score_sde_pytorch checkpoint use --official_checkpoint with"
                     " --official_config") if flag == "--checkpoint" else ""
             raise ValueError(f"{flag}: {err}{hint}") from err
-    state, path = CheckpointDir(run_dir(workdir, job)).load_latest()
+    try:
+        state, path = CheckpointDir(run_dir(workdir, job)).load_latest()
+    except DamagedCheckpointsError as err:
+        raise err.with_fix(f"name a good one with {flag}=PATH, or train again") from None
     if state is None:
         raise FileNotFoundError(missing)
     return state, path

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from . import controllable_run, distributed, evaluation, loading, sampling_run, training
-from .checkpoints import CheckpointDir
+from .checkpoints import CheckpointDir, DamagedCheckpointsError
 from .specs import Experiment
 
 
@@ -30,6 +30,7 @@ class Session:
     classifier_checkpoint: Optional[str] = None
     input_path: Optional[str] = None
     mask_path: Optional[str] = None
+    fresh: bool = False
     _model: Any = None
     _classifier: Any = None
 
@@ -79,11 +80,11 @@ class Mode:
 
 
 def _train(s: Session, mode: str):
-    return training.train(s.exp, s.workdir, s.ctx, progress=s.progress)
+    return training.train(s.exp, s.workdir, s.ctx, progress=s.progress, fresh=s.fresh)
 
 
 def _train_classifier(s: Session, mode: str):
-    return training.train_classifier(s.exp, s.workdir, s.ctx, progress=s.progress)
+    return training.train_classifier(s.exp, s.workdir, s.ctx, progress=s.progress, fresh=s.fresh)
 
 
 def _sample(s: Session, mode: str):
@@ -136,12 +137,21 @@ def check(session: Session) -> None:
     controllable_run.check_inputs(exp.data, modes, session.input_path, session.mask_path)
     if any(MODES[m].reads_data for m in modes):
         exp.data.check_available()
+        _, n_test = exp.data.check_readable(exp.seed)
+        points = exp.evaluation.num_points
+        if "eval" in modes and points > n_test:
+            raise ValueError(f"config.eval.num_points={points}, but the {exp.data.dataset} test split has"
+                             f" {n_test} points; set at most {n_test} (or 0 for all of them)")
     if "train_classifier" in modes and exp.classifier is None:
         raise ValueError(f"--mode train_classifier needs labelled data, but dataset {exp.data.dataset!r}"
                          " has no classes")
     needs = [m for m in modes if MODES[m].needs_weights]
     if needs and "train" not in modes and session.official is None and not session.checkpoint:
-        if not CheckpointDir(workdir).has_checkpoint():
+        ckdir = CheckpointDir(workdir)
+        if not ckdir.has_checkpoint() and ckdir.damaged():
+            raise DamagedCheckpointsError(ckdir.dir, ckdir.damaged(),
+                                          "name a good one with --checkpoint=PATH, or train again")
+        if not ckdir.has_checkpoint():
             raise ValueError(
                 f"--mode={needs[0]} needs a trained model, but {workdir}/checkpoints has none: train"
                 " first (--mode=train,sample), or pass --checkpoint=PATH or --official_checkpoint=PATH"

@@ -34,7 +34,7 @@ from sde_lib.guidance import classifier_free, drop_labels
 
 from . import data as data_lib
 from . import distributed, rng
-from .checkpoints import CheckpointDir, load_state
+from .checkpoints import CheckpointDir, DamagedCheckpointsError, load_state
 from .ema import ExponentialMovingAverage
 from .sampling_run import draw_samples, save_samples
 from .specs import Experiment, OptimSettings, TrainingJob
@@ -87,8 +87,8 @@ class Trainer:
     """
 
     def __init__(self, job: TrainingJob, exp: Experiment, workdir: Path, ctx: distributed.Context, *,
-                 progress: bool = True):
-        self.job, self.exp, self.ctx, self.progress = job, exp, ctx, progress
+                 progress: bool = True, fresh: bool = False):
+        self.job, self.exp, self.ctx, self.progress, self.fresh = job, exp, ctx, progress, fresh
         self.mode = job.mode
         self.workdir = Path(workdir) / job.subdir if job.subdir else Path(workdir)
         self.loop = t = job.loop
@@ -171,12 +171,29 @@ class Trainer:
         }
 
     def _resume(self) -> None:
+        """Restore the newest intact checkpoint (damaged ones are moved aside and reported).
+
+        Raises:
+          ValueError: checkpoints exist but none is intact (and not `fresh`), on every rank:
+            training never starts again from step 0 on its own.
+        """
         ctx = self.ctx
-        path = None
+        path, error = None, None
         if ctx.is_main:
             self.checkpoints.remove_temporaries()
-            state, path = self.checkpoints.load_latest(map_location=ctx.device)
-        path = distributed.broadcast_object(ctx, None if path is None else str(path))
+            try:
+                state, path = self.checkpoints.load_latest(map_location=ctx.device, move_aside=True)
+            except DamagedCheckpointsError as err:
+                if not self.fresh:
+                    error = str(err.with_fix(
+                        "pass --fresh to start again from step 0 (the damaged files are kept, renamed"
+                        " *.damaged), or restore a good checkpoint into that folder"))
+                else:
+                    log.warning("--fresh: starting again from step 0; damaged checkpoints kept as %s",
+                                ", ".join(p.name for p in self.checkpoints.damaged()))
+        path, error = distributed.broadcast_object(ctx, (None if path is None else str(path), error))
+        if error is not None:
+            raise ValueError(error)
         if path is None:
             return
         if not ctx.is_main:
@@ -383,15 +400,18 @@ class ClassifierTrainer(Trainer):
         return y
 
 
-def train(exp: Experiment, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
-    """Train (or resume) the score model in `workdir`; returns the final step. See `Trainer`."""
-    return Trainer(exp.train, exp, workdir, ctx, progress=progress).run()
+def train(exp: Experiment, workdir: Path, ctx: distributed.Context, *, progress: bool = True,
+          fresh: bool = False) -> int:
+    """Train (or resume) the score model in `workdir`; returns the final step. See `Trainer`;
+    `fresh`: start from step 0 when every checkpoint there is damaged."""
+    return Trainer(exp.train, exp, workdir, ctx, progress=progress, fresh=fresh).run()
 
 
-def train_classifier(exp: Experiment, workdir: Path, ctx: distributed.Context, *, progress: bool = True) -> int:
+def train_classifier(exp: Experiment, workdir: Path, ctx: distributed.Context, *, progress: bool = True,
+                     fresh: bool = False) -> int:
     """Train (or resume) the classifier in `<workdir>/classifier/`; returns the final step. See
     `ClassifierTrainer`."""
     if exp.classifier is None:
         raise ValueError(f"--mode train_classifier needs labelled data, but dataset {exp.data.dataset!r}"
                          " has no classes")
-    return ClassifierTrainer(exp.classifier, exp, workdir, ctx, progress=progress).run()
+    return ClassifierTrainer(exp.classifier, exp, workdir, ctx, progress=progress, fresh=fresh).run()

@@ -54,3 +54,18 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert len(np.unique(filled[:, 1])) == 31  # each rank drew its own share
     summary = json.loads(Path(f"{stem}.json").read_text())
     assert summary["world_size"] == 2 and len(summary["nfe_per_batch"]) == 2 + 2  # 16 and 15 samples, batches of 8
+
+
+def test_torchrun_usage_error_is_printed_once(tmp_path):
+    """A batch size the processes cannot split: one `error:` line (rank 0's), exit status 2 from
+    the processes (torchrun then adds its own failure report), and no work done."""
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(ROOT / "main.py"), "--mode=train", f"--workdir={tmp_path / 'w'}", "--device=cpu",
+                           "--noprogress", "--config.training.batch_size=33"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: config.training.batch_size=33 is not divisible by the 2 processes; pick a"
+                      " multiple of 2, e.g. 32"]
+    assert "exitcode: 2" in done.stderr
+    assert not (tmp_path / "w").exists()

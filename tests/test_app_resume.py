@@ -88,3 +88,51 @@ def test_sigkill_anywhere_then_resume_equals_uninterrupted_run(tmp_path):
 
     assert reference.wait(timeout=300) == 0, reference.stdout.read()
     assert_bitwise_equal(final_state(tmp_path / "ref"), final_state(run))
+
+
+def cifar_dropout_command(workdir, root):
+    """DDPM++ with dropout 0.1 on a fake CIFAR-10 archive, shrunk to 16x16 and two levels."""
+    return [sys.executable, str(ROOT / "main.py"), "--config=configs/vp_cifar10.py", "--mode=train",
+            f"--workdir={workdir}", "--noprogress", f"--config.data.root={root}", "--config.data.image_size=16",
+            "--config.model.nf=16", "--config.model.ch_mult=(1,2)", "--config.model.attn_resolutions=(8,)",
+            "--config.model.num_res_blocks=1", "--config.model.dropout=0.1", "--config.training.batch_size=4",
+            "--config.training.n_iters=120", "--config.training.checkpoint_freq=10",
+            "--config.training.snapshot_freq=0", "--config.training.snapshot_sampling=False",
+            "--config.training.log_freq=20", "--config.training.eval_freq=20", "--config.optim.warmup=0",
+            "--config.threads=1"]
+
+
+@pytest.mark.slow
+def test_sigkill_five_times_with_dropout_on_cifar10_then_resume_equals_uninterrupted_run(tmp_path):
+    """Five kills at random moments of one DDPM++ run with dropout, each rerun resuming: the final
+    weights equal an uninterrupted run's bit for bit (dropout draws from the global torch RNG, whose
+    state the checkpoint restores; nothing may draw from it between restore and the next step)."""
+    import random
+
+    from sde_app.data.testing import write_fake_cifar10
+
+    write_fake_cifar10(tmp_path / "cifar", n_train=16, n_test=8)
+    reference = subprocess.Popen(cifar_dropout_command(tmp_path / "ref", tmp_path / "cifar"), cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "run"
+    ckdir = checkpoints.CheckpointDir(run)
+    rng = random.Random(0)
+    kills = 0
+    while kills < 5:
+        before = ckdir.resume_path.stat().st_mtime_ns if ckdir.resume_path.exists() else 0
+        proc = subprocess.Popen(cifar_dropout_command(run, tmp_path / "cifar"), cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # after this run's first checkpoint write, a random moment within the next few steps
+        wait_for(lambda: ckdir.resume_path.exists() and ckdir.resume_path.stat().st_mtime_ns > before, proc)
+        time.sleep(rng.uniform(0.0, 0.6))
+        if proc.poll() is not None:
+            break  # the run finished first: nothing left to kill
+        kill(proc)
+        kills += 1
+    assert kills == 5
+    assert checkpoints.load_state(ckdir.resume_path)["step"] < 120
+    done = subprocess.run(cifar_dropout_command(run, tmp_path / "cifar"), cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    assert_bitwise_equal(final_state(tmp_path / "ref"), final_state(run))

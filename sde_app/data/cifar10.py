@@ -15,6 +15,7 @@ import io
 import os
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
@@ -101,6 +102,8 @@ def find_cifar10(root: Optional[PathLike] = None) -> Path:
     for path in candidates:
         if path.is_file() and tarfile.is_tarfile(path):
             return path
+        if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+            raise ValueError(_damaged(path, "not a readable tar.gz archive"))
         if path.is_dir() and (path / "data_batch_1").is_file():
             return path
     looked = "\n  ".join(str(p) for p in candidates)
@@ -109,6 +112,11 @@ def find_cifar10(root: Optional[PathLike] = None) -> Path:
         f"{looked}\nProvide it by downloading {CIFAR10_URL} into {root} (extracting is optional),"
         " or set config.data.root to where it is, or set config.data.download = True."
     )
+
+
+def _damaged(path: Path, why: str) -> str:
+    return (f"{path} is damaged or incomplete ({why}); delete it and download it again from"
+            f" {CIFAR10_URL} (MD5 {CIFAR10_MD5}), or delete it and set config.data.download=True")
 
 
 def load_cifar10_arrays(
@@ -144,14 +152,17 @@ def load_cifar10_arrays(
                 batches[name] = _load_batch(f, str(path / name))
     else:
         wanted = {f"{CIFAR10_DIR}/{name}": name for name in names}
-        with tarfile.open(path, "r:*") as tar:  # one sequential pass, nothing extracted
-            for member in tar:
-                name = wanted.get(member.name.removeprefix("./"))
-                if name is not None and member.isfile():
-                    buf = io.BytesIO(tar.extractfile(member).read())
-                    batches[name] = _load_batch(buf, f"{path}:{member.name}")
-                    if len(batches) == len(names):
-                        break
+        try:
+            with tarfile.open(path, "r:*") as tar:  # one sequential pass, nothing extracted
+                for member in tar:
+                    name = wanted.get(member.name.removeprefix("./"))
+                    if name is not None and member.isfile():
+                        buf = io.BytesIO(tar.extractfile(member).read())
+                        batches[name] = _load_batch(buf, f"{path}:{member.name}")
+                        if len(batches) == len(names):
+                            break
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+            raise ValueError(_damaged(path, f"{type(err).__name__}: {err}")) from err
         missing = [n for n in names if n not in batches]
         if missing:
             raise ValueError(f"{path} lacks {[f'{CIFAR10_DIR}/{n}' for n in missing]}")

@@ -172,8 +172,13 @@ class ResumableLoader:
             len(dataset), batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
             epoch_keys=bool(getattr(dataset, "takes_epoch", False)),
         )
+        # The loader's own generator: creating an iterator draws a base seed for the workers,
+        # which would otherwise come from the global torch RNG and shift every later draw from it
+        # (dropout masks) between a run and its resume. Items draw their randomness from (seed,
+        # epoch, index) (`transforms.item_generator`), not from this seed.
         self._loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=self.sampler, num_workers=num_workers, pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(derive_seed(seed, rank, 11)),
         )
 
     def __iter__(self) -> Iterator[Any]:

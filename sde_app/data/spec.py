@@ -137,6 +137,18 @@ class DataSpec:
         """Raise FileNotFoundError (naming where it looked and what to do) if files are missing."""
         self.source.check_available(self)
 
+    def check_readable(self, seed: int = 0) -> Tuple[int, int]:
+        """Open both splits and read their first items: (number of train items, of test items).
+
+        Raises:
+          FileNotFoundError, ValueError: missing, damaged or unreadable data, naming the file.
+        """
+        train, test = self.datasets(seed)
+        for split in (train, test):
+            if len(split):
+                split[0]
+        return len(train), len(test)
+
     # ---------------------------------------------------------------------------- data sets
     def _transform(self, train: bool) -> ImageTransform:
         return ImageTransform(random_flip=self.random_flip and train,

@@ -48,6 +48,8 @@ RENAMED: Dict[str, Tuple[str, ...]] = {
     "controllable.particles": ("controllable.smc.particles",),
     "controllable.ess_threshold": ("controllable.smc.ess_threshold",),
 }
+# Groups whose fields are a network's options: a config file adds the ones its network takes.
+OPEN_GROUPS = ("model", "classifier.model")
 # A field that became a group: `sampling.sde_solver` named the torchsde solver.
 BECAME_GROUP: Dict[str, str] = {"sampling.sde_solver": "sampling.sde_solver.solver"}
 
@@ -105,7 +107,12 @@ def _load_json(path: Path) -> ml_collections.ConfigDict:
     config = default_config()
     for dotted, value in _flatten(values):
         target = _moved_target(dotted, value, values)
-        if target is None:
+        if target is None or value == {}:  # an empty group (a method without options)
+            continue
+        parent_name, _, key = target.rpartition(".")
+        if parent_name in OPEN_GROUPS and key not in _get(config, parent_name):
+            # a network option that a config file added (lists were tuples there)
+            _get(config, parent_name)[key] = tuple(value) if isinstance(value, list) else value
             continue
         _assign(config, target, value, source=f"{path.name}: {dotted}")
     return config
@@ -198,6 +205,8 @@ def _assign(config, dotted: str, value: Any, *, source: str, parse: bool = False
     if not isinstance(parent, ml_collections.ConfigDict) or key not in parent:
         raise _unknown_field(config, dotted, source)
     if isinstance(parent[key], ml_collections.ConfigDict):
+        if dotted in BECAME_GROUP:
+            raise _unknown_field(config, dotted, source)
         raise ConfigError(f"{source}: config.{dotted} is a group; set one of its fields, e.g."
                           f" --config.{dotted}.{sorted(parent[key].keys())[0]}=..."
                           if len(parent[key].keys()) else f"{source}: config.{dotted} is an empty group")

@@ -34,7 +34,8 @@ class DPMSolverPP(SamplingMethod):
     schedule: str = "logsnr"
 
     def validate(self) -> None:
-        check_choice("order", self.order, (1, 2))
+        if isinstance(self.order, bool) or self.order not in (1, 2):
+            raise ValueError(f"order={self.order!r} is not one of [1, 2]")
         check_choice("schedule", self.schedule, SCHEDULES)
 
     def run(self, sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progress):

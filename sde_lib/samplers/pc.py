@@ -94,8 +94,7 @@ class PredictorCorrector(SamplingMethod):
     def validate(self) -> None:
         check_choice("predictor", self.predictor, predictors_lib.PREDICTORS)
         check_choice("corrector", self.corrector, correctors_lib.CORRECTORS)
-        if self.corrector != "none":
-            check_positive("snr", self.snr)
+        check_positive("snr", self.snr)
         check_positive_int("n_steps", self.n_steps)
         check_choice("probability_flow", self.probability_flow, (False, True))
         check_choice("step_size_rule", self.step_size_rule, correctors_lib.STEP_SIZE_RULES)
