@@ -204,7 +204,7 @@ def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
     def wrap(net, sde_):
         return NetworkScore(net, sde_, prediction=prediction, time_labels=time_labels)
 
-    identity = {f: _dotted(config, f) for f in SCORE_MODEL_FIELDS}
+    identity = _identity(config, SCORE_MODEL_FIELDS)
     return ModelSpec("score model", functools.partial(_build, models.MODELS, name, kwargs, "model"), wrap,
                      float(model.ema_rate), identity, dict(FIELD_DEFAULTS))
 
@@ -219,14 +219,15 @@ def classifier_spec(config, data: DataSpec) -> ModelSpec:
         raise ValueError(f"config.classifier.training.ema_rate={rate!r}: expected a number in [0, 1)")
     name, kwargs = _network_kwargs(models.CLASSIFIERS, _as_dict(config.classifier.model), "classifier.model",
                                    data, {"num_classes": data.num_classes})
-    identity = {f: _dotted(config, f) for f in CLASSIFIER_MODEL_FIELDS}
+    identity = _identity(config, CLASSIFIER_MODEL_FIELDS)
     return ModelSpec("classifier", functools.partial(_build, models.CLASSIFIERS, name, kwargs, "classifier.model"),
                      NetworkClassifier, float(rate), identity)
 
 
-def _dotted(config, dotted: str):
-    """The value of a field or group as its JSON form (what a checkpoint stores of it)."""
-    return json.loads(json.dumps(lookup(json.loads(config_to_json(config)), dotted, FIELD_DEFAULTS.get(dotted))))
+def _identity(config, fields) -> Dict[str, Any]:
+    """{field: its value} for fields or groups, in their JSON form (what a checkpoint stores)."""
+    stored = json.loads(config_to_json(config))
+    return {f: lookup(stored, f, FIELD_DEFAULTS.get(f)) for f in fields}
 
 
 # ------------------------------------------------------------------------------------ losses
