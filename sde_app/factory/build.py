@@ -265,8 +265,22 @@ def _optim(group, where: str, n_iters: int) -> OptimSettings:
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValueError(f"config.{where} has unknown field(s) {unknown}")
-    if not (fields["lr"] > 0 and math.isfinite(fields["lr"])):
+    def number(name):
+        v = fields[name]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"config.{where}.{name}={v!r}: expected a finite number")
+        return v
+
+    if not number("lr") > 0:
         raise ValueError(f"config.{where}.lr={fields['lr']!r}: expected a finite number > 0")
+    for beta in ("beta1", "beta2"):
+        if not 0.0 <= number(beta) < 1.0:
+            raise ValueError(f"config.{where}.{beta}={fields[beta]!r}: expected a number in [0, 1)")
+    if not number("eps") > 0:
+        raise ValueError(f"config.{where}.eps={fields['eps']!r}: expected a number > 0")
+    if number("weight_decay") < 0:
+        raise ValueError(f"config.{where}.weight_decay={fields['weight_decay']!r}: expected a number >= 0")
+    number("grad_clip")  # <= 0 disables clipping
     _nonnegative_int(f"{where}.warmup", fields["warmup"])
     return OptimSettings(n_iters=n_iters, **fields)
 
