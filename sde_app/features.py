@@ -26,7 +26,6 @@ import importlib.util
 import os
 import sys
 import tempfile
-import types
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
@@ -67,9 +66,7 @@ def inception_class() -> type:
     spec = importlib.util.find_spec("torch_fidelity")
     for name in [m for m in sys.modules if m == "torch_fidelity" or m.startswith("torch_fidelity.")]:
         del sys.modules[name]  # leftovers of the failed import
-    package = types.ModuleType("torch_fidelity")
-    package.__path__ = list(spec.submodule_search_locations)
-    sys.modules["torch_fidelity"] = package
+    sys.modules["torch_fidelity"] = importlib.util.module_from_spec(spec)  # __init__ not run
     return importlib.import_module(INCEPTION_MODULE).FeatureExtractorInceptionV3
 
 
