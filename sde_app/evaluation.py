@@ -323,9 +323,6 @@ def sample_quality(ctx: distributed.Context, exp: Experiment, workdir: Path, mod
         **info, "wall_s": time.perf_counter() - start}
     if q.references:
         out["references"] = reference_rows(exp, q, extractor, ref, generator, ll_points, ctx.device)
-        out["versus_references"] = {
-            name: {k: references_gap(out, row, k) for k in ("bits_per_dim", "fid", "kid")}
-            for name, row in out["references"].items()}
     return out
 
 
@@ -447,6 +444,10 @@ def evaluate(ctx: distributed.Context, exp: Experiment, workdir: Path, model, *,
 
     if e.quality is not None:
         report.update(sample_quality(ctx, exp, workdir, model, progress=progress, ll_points=x))
+        if "references" in report:
+            report["versus_references"] = {
+                name: {k: references_gap(report, row, k) for k in ("bits_per_dim", "fid", "kid")}
+                for name, row in report["references"].items()}
     report["wall_s"] = time.perf_counter() - start_all
 
     if ctx.is_main:

@@ -114,6 +114,16 @@ def test_kid_is_unbiased():
     assert b.mean() > 3 * se_b
 
 
+def test_kid_from_precomputed_kernels_equals_kid_per_subset(monkeypatch):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(60, 5)), rng.normal(size=(50, 5)) * 1.2
+    fast = kernel_inception_distance(x, y, subsets=7, subset_size=30, generator=torch.Generator().manual_seed(2))
+    import sde_lib.metrics as metrics_module
+    monkeypatch.setattr(metrics_module, "PRECOMPUTE_LIMIT", 0)
+    slow = kernel_inception_distance(x, y, subsets=7, subset_size=30, generator=torch.Generator().manual_seed(2))
+    assert fast == pytest.approx(slow, rel=1e-10)
+
+
 def test_kid_subsets_reproducible_and_spread():
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(300, 10)), rng.normal(size=(200, 10)) + 0.5
