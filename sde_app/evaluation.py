@@ -209,7 +209,8 @@ def sample_rounds(ctx: distributed.Context, exp: Experiment, model, q: SampleQua
 
     Returns:
       (features (N, D) float32, logits (N, K) float32, images uint8 (N, C, H, W), info: NFE per
-      sample, rounds drawn and read, wall time of the drawn ones).
+      sample, rounds drawn and read, wall time of the drawn ones); on ranks other than 0 the
+      arrays are None.
     """
     s, data = exp.sampling, exp.data
     per_round = q.round_size * ctx.world_size
@@ -260,18 +261,14 @@ def sample_rounds(ctx: distributed.Context, exp: Experiment, model, q: SampleQua
                     time.sleep(sleep)
             distributed.barrier(ctx)
     wall = time.perf_counter() - start
-    result = None
-    if ctx.is_main:
-        states = [load_state(p) for p in paths]
-        result = (torch.cat([st["features"] for st in states]).numpy(),
-                  torch.cat([st["logits"] for st in states]).numpy(),
-                  torch.cat([st["images"] for st in states]),
-                  [float(st["nfe"]) for st in states])
-    result = distributed.broadcast_object(ctx, result)
-    feats, logits, images, round_nfes = result
-    info = {"nfe_per_sample": float(np.mean(round_nfes)), "rounds": n_rounds, "round_size_per_rank": q.round_size,
-            "rounds_drawn": n_rounds - len(done), "rounds_read": len(done), "wall_s_drawn": wall}
-    return feats, logits, images, info
+    info = {"rounds": n_rounds, "round_size_per_rank": q.round_size, "rounds_drawn": n_rounds - len(done),
+            "rounds_read": len(done), "wall_s_drawn": wall}
+    if not ctx.is_main:  # rank 0 computes the metrics
+        return None, None, None, info
+    states = [load_state(p) for p in paths]
+    info["nfe_per_sample"] = float(np.mean([float(st["nfe"]) for st in states]))
+    return (torch.cat([st["features"] for st in states]).numpy(), torch.cat([st["logits"] for st in states]).numpy(),
+            torch.cat([st["images"] for st in states]), info)
 
 
 def load_extractor(exp: Experiment, q: SampleQualitySettings, device: torch.device) -> features.Extractor:

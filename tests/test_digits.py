@@ -99,7 +99,6 @@ def test_digits_job_beats_the_gaussian_mixture_within_15_minutes(tmp_path):
     print(f"digits job: {wall:.0f} s")
     assert wall <= 15 * 60
     report = json.loads(next((workdir / "eval").glob("step_*.json")).read_text())
-    gm = report["references"]["gaussian_mixture"]
     assert report["sample_quality"]["num_samples"] == 1500
     # Better by more than two standard errors of the difference (independent estimates).
     for key in ("bits_per_dim", "fid"):

@@ -23,6 +23,8 @@ from test_app_cifar10 import tiny_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_FIDELITY = importlib.util.find_spec("torch_fidelity") is not None
+needs_fidelity = pytest.mark.skipif(not HAS_FIDELITY, reason="torch-fidelity is not installed (pip install"
+                                    " --no-deps 'torch-fidelity>=0.3'; .ci/run does)")
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -175,6 +177,7 @@ def test_range_of_snapshots(tmp_path):
 
 
 # ------------------------------------------------------------------- mistakes before any work
+@needs_fidelity
 def test_missing_inception_weights_is_one_line_before_sampling(cifar_trained, tmp_path, monkeypatch):
     root, tmp = cifar_trained
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty torch-fidelity cache
@@ -221,6 +224,7 @@ def test_fid_on_toy_data_is_refused():
         main.run(config, "eval", "/nonexistent/w", progress=False)
 
 
+@needs_fidelity
 def test_cli_missing_weights_exit_code_2(cifar_trained, tmp_path):
     root, tmp = cifar_trained
     done = subprocess.run(
@@ -295,3 +299,24 @@ def test_inception_features_of_grey_images_and_batches(inception_weights):
     assert f1.shape == (3, 2048) and z1.shape == (3, 1008) and np.isfinite(f1).all()
     np.testing.assert_allclose(f1, f2, rtol=1e-4, atol=1e-5)  # batch size changes only round-off
     assert f1.std() > 1e-3  # random weights keep the activations' scale
+
+
+def test_torchrun_two_processes_split_the_rounds(tmp_path):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(ROOT / "main.py"), "--config", str(ROOT / "configs" / "vp_digits.py"), "--mode=train,eval",
+        f"--workdir={tmp_path / 'run'}", "--device=cpu", "--noprogress",
+        "--config.model.nf=8", "--config.model.attn_resolutions=()", "--config.training.batch_size=32",
+        "--config.training.n_iters=2", "--config.training.log_freq=1", "--config.optim.warmup=0",
+        "--config.sampling.method=ddim", "--config.sampling.N=3", "--config.eval.num_points=4",
+        "--config.eval.batch_size=10", "--config.eval.num_samples=50", "--config.eval.bootstrap=0",
+        "--config.eval.kid_subsets=5", "--config.eval.references=()", f"--config.eval.stats_dir={tmp_path}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "run" / "eval" / "step_00000002.json").read_text())
+    sq = report["sample_quality"]
+    assert report["world_size"] == 2 and sq["rounds"] == 3 and np.isfinite(report["fid"])  # 20, 20, 10
+    rounds = sorted(Path(sq["rounds_folder"]).glob("round_*.pt"))
+    images = torch.cat([evaluation.load_state(p)["images"] for p in rounds])
+    assert images.shape == (50, 1, 8, 8)
+    assert len({bytes(im.numpy()) for im in images}) == 50  # each rank drew its own share
