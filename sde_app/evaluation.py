@@ -319,7 +319,8 @@ def sample_quality(ctx: distributed.Context, exp: Experiment, workdir: Path, mod
         "guidance_scale": s.scales[0] if s.labels is not None and s.guidance != "none" else None,
         **info, "wall_s": time.perf_counter() - start}
     if q.references:
-        out["references"] = reference_rows(exp, q, extractor, ref, generator, ll_points, ctx.device)
+        out["references"] = reference_rows(exp, q, extractor, ref, generator, ll_points, ctx.device,
+                                           progress)
     return out
 
 
@@ -340,7 +341,7 @@ def references_gap(model: Dict[str, Any], reference: Dict[str, Any], key: str) -
 
 def reference_rows(exp: Experiment, q: SampleQualitySettings, extractor: features.Extractor, ref: Dict[str, Any],
                    generator: torch.Generator, ll_points: Optional[torch.Tensor],
-                   device: torch.device) -> Dict[str, Any]:
+                   device: torch.device, progress: bool = False) -> Dict[str, Any]:
     """The rows of `q.references`, with the model's keys (bits_per_dim, fid, kid, inception_score)."""
     data, rows = exp.data, {}
 
@@ -361,7 +362,8 @@ def reference_rows(exp: Experiment, q: SampleQualitySettings, extractor: feature
             test_ds = ll_data.datasets(exp.seed)[1]
             ll_points = stack_items(test_ds, range(len(test_ds))).float()
         bpd, samples, facts = references.gaussian_mixture_reference(data, x_train, ll_points, q.num_samples,
-                                                                    q.gmm_components, seed=q.seed)
+                                                                    q.gmm_components, seed=q.seed,
+                                                                    progress=progress)
         rows["gaussian_mixture"] = {"bits_per_dim": mean_and_stderr(bpd),
                                     **quality_of(sample_images(samples, data)),
                                     "num_samples": q.num_samples, **facts}

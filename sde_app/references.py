@@ -16,6 +16,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from sde_lib.likelihood import bits_per_dim
 
@@ -31,7 +32,7 @@ def _bits_per_dim(logp: np.ndarray, data: DataSpec) -> np.ndarray:
 
 
 def fit_gaussian_mixture(x_train: np.ndarray, data: DataSpec, components: Sequence[int], *,
-                         seed: int = GMM_SEED) -> Dict[str, Any]:
+                         seed: int = GMM_SEED, progress: bool = False) -> Dict[str, Any]:
     """Choose the number of components on a validation split, refit on all of `x_train` (N, D).
 
     Returns:
@@ -45,7 +46,8 @@ def fit_gaussian_mixture(x_train: np.ndarray, data: DataSpec, components: Sequen
     n_val = int(round(GMM_VALIDATION_FRACTION * len(x_train)))
     fit, val = x_train[perm[n_val:]], x_train[perm[:n_val]]
     scores = {}
-    for k in components:
+    for k in tqdm(components, desc="Gaussian mixture (components on a validation split)", leave=False,
+                  disable=not progress):
         if k > len(fit):
             continue
         gmm = GaussianMixture(k, covariance_type="full", reg_covar=GMM_REG_COVAR, random_state=seed,
@@ -58,7 +60,7 @@ def fit_gaussian_mixture(x_train: np.ndarray, data: DataSpec, components: Sequen
 
 
 def gaussian_mixture_reference(data: DataSpec, x_train: torch.Tensor, x_test: torch.Tensor, num_samples: int,
-                               components: Sequence[int], *, seed: int = GMM_SEED
+                               components: Sequence[int], *, seed: int = GMM_SEED, progress: bool = False
                                ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
     """The Gaussian-mixture reference on model-space data (dequantised): fitted on x_train (N,
     *shape), its bits/dim of each row of x_test, and `num_samples` samples (model space, random
@@ -70,7 +72,7 @@ def gaussian_mixture_reference(data: DataSpec, x_train: torch.Tensor, x_test: to
     """
     start = time.perf_counter()
     flat = lambda x: x.reshape(len(x), -1).double().numpy()  # noqa: E731
-    fitted = fit_gaussian_mixture(flat(x_train), data, components, seed=seed)
+    fitted = fit_gaussian_mixture(flat(x_train), data, components, seed=seed, progress=progress)
     gmm = fitted["model"]
     bpd = torch.from_numpy(_bits_per_dim(gmm.score_samples(flat(x_test)), data))
     gmm.random_state = seed
