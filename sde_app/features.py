@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from sde_lib.metrics import feature_statistics
 
-from .data import DataSpec
+from .data import DataSpec, to_uint8
 
 Tensor = torch.Tensor
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -155,9 +155,8 @@ class DigitsClassifier(torch.nn.Module):
 
 
 def digits_uint8(images_0_16: Tensor) -> Tensor:
-    """Digits stored as levels 0..16 -> uint8 0..255 images as samples are written
-    (`to_uint8(v / 16)`)."""
-    return (images_0_16.float() * (255.0 / 16.0)).round().to(torch.uint8)
+    """Digits stored as levels 0..16 -> uint8 0..255 images, as samples are written."""
+    return to_uint8(images_0_16.float() / 16.0)
 
 
 def train_digits_classifier(*, seed: int = 0, epochs: int = 60, batch_size: int = 64, lr: float = 2e-3,
@@ -186,7 +185,7 @@ def train_digits_classifier(*, seed: int = 0, epochs: int = 60, batch_size: int 
             v = levels[idx] + torch.rand(levels[idx].shape, generator=g) - 0.5  # within a level
             shift = torch.randint(-1, 2, (2,), generator=g).tolist()
             v = torch.roll(F.pad(v, (1, 1, 1, 1)), shifts=shift, dims=(2, 3))[:, :, 1:-1, 1:-1]
-            x = (v.clamp(0, 16) * (255.0 / 16.0)).round().to(torch.uint8)
+            x = digits_uint8(v.clamp(0, 16))
             _, logits = net(x)
             loss = F.cross_entropy(logits, train.labels[idx])
             opt.zero_grad()
@@ -374,7 +373,7 @@ def data_images(data: DataSpec, split: str, seed: int = 0) -> Tuple[Tensor, Tens
     raw = torch.stack([torch.as_tensor(x) for x, _ in items])
     labels = torch.tensor([int(y) for _, y in items], dtype=torch.long)
     if data.levels != 256:
-        raw = (raw.float() * (255.0 / (data.levels - 1))).round().to(torch.uint8)
+        raw = to_uint8(raw.float() / (data.levels - 1))
     return raw, labels
 
 
