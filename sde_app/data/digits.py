@@ -11,6 +11,7 @@ Items are uint8 (1, 8, 8) with values 0..16; `DataSpec` dequantises them over th
 from __future__ import annotations
 
 import functools
+import importlib.util
 from typing import Tuple
 
 import numpy as np
@@ -85,11 +86,9 @@ class DigitsSource(DataSource):
         return Digits.num_classes
 
     def check_available(self, spec) -> None:
-        try:
-            import sklearn  # noqa: F401
-        except ImportError as err:
+        if importlib.util.find_spec("sklearn") is None:
             raise FileNotFoundError("dataset 'digits' needs scikit-learn, which ships them: pip install"
-                                    " scikit-learn (a dependency of this package)") from err
+                                    " scikit-learn (a dependency of this package)")
 
     def split(self, spec, split: str, seed: int) -> Digits:
         return Digits(split)
