@@ -23,6 +23,15 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.5",
         "pillow>=9.0",
+        # The 8x8 digits ship with it (sde_app.data.digits) and its GaussianMixture is the
+        # classical reference of --mode eval (sde_app.references).
+        "scikit-learn>=1.0",
     ],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    # The weights of the digits classifier (FID/KID/IS of the digits, sde_app.features).
+    package_data={"sde_app": ["weights/*.pt"]},
+    # eval: the FID Inception network (torch-fidelity's port of the TF graph). torch-fidelity
+    # depends on torchvision, which pins its own torch; only its Inception module is imported
+    # here, so with a torch of your own install it alone: pip install --no-deps torch-fidelity
+    # (docs/evaluation.md).
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "eval": ["torch-fidelity>=0.3"]},
 )

@@ -10,7 +10,7 @@ The groups mirror the objects they build (docs/app.md lists every field):
   config.classifier  the noise-conditional classifier for classifier guidance: its network
                    (`model`, models.build_classifier), loop (`training`) and Adam (`optim`)
   config.controllable  inpainting and colorization (sde_lib.controllable, sde_app.controllable_run)
-  config.eval      test loss and likelihood        (sde_app.evaluation)
+  config.eval      test loss, likelihood, FID/IS/KID (sde_app.evaluation, sde_app.features)
   config.data      data sets and loaders           (sde_app.data)
   config.seed, config.threads
 
@@ -163,6 +163,27 @@ def default_config() -> ml_collections.ConfigDict:
     evaluate.rtol = 1e-5
     evaluate.atol = 1e-5
     evaluate.eps = 1e-5
+    # Snapshots to evaluate: every numbered snapshot with begin_ckpt <= step <= end_ckpt (FID
+    # against training step); None: the weights --checkpoint names, or the latest.
+    evaluate.begin_ckpt = placeholder(int)
+    evaluate.end_ckpt = placeholder(int)
+    # Sample quality (docs/evaluation.md): FID, Inception Score and KID of num_samples samples of
+    # the configured sampler (config.sampling), drawn in rounds of batch_size per rank; each round
+    # is written to <workdir>/eval/rounds_*/, so a killed evaluation resumes. 0: no samples.
+    evaluate.num_samples = 50_000
+    evaluate.features = "inception"         # sde_app.features.FEATURES: inception | digits_classifier
+    evaluate.inception_weights = placeholder(str)  # None: torch-fidelity's cache file
+    evaluate.download_inception = False     # let torch-fidelity download the weights when missing
+    evaluate.stats = placeholder(str)       # a reference .npz (mu, sigma); None: the training split's
+    evaluate.stats_dir = "~/.cache/score_sde/fid_stats"  # where those are cached
+    evaluate.kid_subsets = 100              # KID: mean and std over subsets (Binkowski et al. 2018)
+    evaluate.kid_subset_size = 1000
+    evaluate.is_splits = 10                 # Inception Score: mean and std over splits
+    evaluate.bootstrap = 0                  # resamples for standard errors of FID and KID; 0: none
+    # Reference rows beside the model: "floor" (the test split against the training split),
+    # "gaussian_mixture" (scikit-learn's GaussianMixture, components chosen on a validation split).
+    evaluate.references = FieldReference((), field_type=object)
+    evaluate.gmm_components = (1, 2, 3, 5, 8, 12)
 
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "cifar10"

@@ -161,13 +161,53 @@ class TrainingJob:
 
 # ---------------------------------------------------------------------------- the other modes
 @dataclasses.dataclass(frozen=True)
+class SampleQualitySettings:
+    """`config.eval` (sample quality): FID, IS and KID of `num_samples` samples drawn with the
+    configured sampler (`config.sampling`) in rounds of `round_size` per rank, in the feature
+    space of `features` (`sde_app.features.FEATURES`), against the training split's statistics
+    (cached in `stats_dir`) or a user's `stats` file.
+
+    Attributes:
+      num_samples: samples to draw (0: no sample-quality metrics).
+      round_size: samples per rank and round (`eval.batch_size`); each round is written to disk.
+      features: the feature network; inception_weights, download_inception: its weights.
+      stats: a user's .npz (mu, sigma), or None: computed from the training split and cached.
+      kid_subsets, kid_subset_size, is_splits: the metrics' own settings.
+      bootstrap: resamples for the standard errors of FID and KID (0: none).
+      references: "floor" (the test split against the training split) and/or "gaussian_mixture"
+        (scikit-learn's GaussianMixture with `gmm_components` tried on a validation split).
+      seed: the samples' seed (`config.sampling.seed`, else `config.seed`).
+    """
+
+    num_samples: int
+    round_size: int
+    features: str
+    inception_weights: Optional[str]
+    download_inception: bool
+    stats: Optional[str]
+    stats_dir: str
+    kid_subsets: int
+    kid_subset_size: int
+    is_splits: int
+    bootstrap: int
+    references: Tuple[str, ...]
+    gmm_components: Tuple[int, ...]
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalSettings:
-    """`config.eval`: the test loss and the likelihood (`sde_lib.likelihood.log_likelihood`)."""
+    """`config.eval`: the test loss, the likelihood (`sde_lib.likelihood.log_likelihood`), sample
+    quality (`quality`, None when `eval.num_samples = 0`), and which snapshots to evaluate
+    (`begin_ckpt` .. `end_ckpt` training steps; None: the chosen weights only)."""
 
     batch_size: int
     loss_batches: int        # 0: the whole test split
     num_points: int          # likelihood points; 0: all, -1: skip
     likelihood: Dict[str, Any]
+    quality: Optional[SampleQualitySettings] = None
+    begin_ckpt: Optional[int] = None
+    end_ckpt: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)

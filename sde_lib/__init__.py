@@ -10,10 +10,10 @@ Public names:
   submodules:  sampling (sample, build_sampler, METHODS), samplers (one module per method),
                grids (time grids), likelihood (log_likelihood, bits_per_dim), losses, ode,
                predictors, correctors, guidance (classifier_free, classifier), controllable
-               (inpaint, colorize), progress
+               (inpaint, colorize), metrics (FID, Inception Score, KID), progress
 """
-from . import (controllable, correctors, grids, guidance, likelihood, losses, ode, oracle, predictors,
-               progress, samplers, sampling)
+from . import (controllable, correctors, grids, guidance, likelihood, losses, metrics, ode, oracle,
+               predictors, progress, samplers, sampling)
 from .oracle import GaussianMixture
 from .reverse import ReverseSDE
 from .score import CountingScore, NetworkScore
@@ -22,6 +22,6 @@ from .sdes import SDE, SDES, CosineVPSDE, VESDE, VPSDE, build_sde, subVPSDE
 __all__ = [
     "SDE", "SDES", "VPSDE", "subVPSDE", "VESDE", "CosineVPSDE", "ReverseSDE", "build_sde",
     "NetworkScore", "CountingScore", "GaussianMixture",
-    "controllable", "correctors", "grids", "guidance", "likelihood", "losses", "ode", "oracle",
+    "controllable", "correctors", "grids", "guidance", "likelihood", "losses", "metrics", "ode", "oracle",
     "predictors", "progress", "samplers", "sampling",
 ]

@@ -17,11 +17,14 @@ class DataSource:
         items that `DataSpec` flips, dequantises and scales).
       channels: the image channels it can provide.
       dim: the points' dimension (toy sets).
+      levels: the quantisation levels of the stored image values 0..levels-1 (256 for 8-bit
+        images); dequantisation and bits/dim are over these levels.
     """
 
     kind: ClassVar[str] = "image"
     channels: ClassVar[Tuple[int, ...]] = (1, 3)
     dim: ClassVar[int] = 2
+    levels: ClassVar[int] = 256
 
     def check(self, spec) -> None:
         """Field combinations this data set cannot serve (ValueError naming the field)."""

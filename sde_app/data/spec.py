@@ -10,7 +10,8 @@ Fields (docs/data.md):
   num_channels            3 (RGB) or 1 (grey, image_folder only)
   centered                images in [-1, 1] if True, else [0, 1]
   random_flip             left-right flips of training images
-  uniform_dequantization  (pixel + U[0,1)) / 256 before scaling
+  uniform_dequantization  (pixel + U[0,1)) / L before scaling (L = `levels`: 256 for 8-bit
+                          images, 17 for the digits)
   num_train, num_test     toy set sizes
   num_workers             loader processes
   class_labels            image_folder: label = top-level subfolder
@@ -29,6 +30,7 @@ import torch
 from sde_lib.oracle import GaussianMixture
 
 from .cifar10 import CIFAR10Source
+from .digits import DigitsSource
 from .image_folder import ImageFolderSource
 from .source import DataSource
 from .toy import ToySource
@@ -44,6 +46,7 @@ DATASETS = {
     "two_moons": ToySource("two_moons"),
     "cifar10": CIFAR10Source(),
     "image_folder": ImageFolderSource(),
+    "digits": DigitsSource(),
 }
 
 
@@ -111,6 +114,11 @@ class DataSpec:
         return math.prod(self.shape)
 
     @property
+    def levels(self) -> int:
+        """Quantisation levels of the image values (256 for 8-bit images, 17 for the digits)."""
+        return self.source.levels
+
+    @property
     def num_classes(self) -> int:
         """Classes y can take: mixture components K, 10 for CIFAR-10, the class folders of an
         image folder with class_labels; 0 when unlabelled (y is always 0)."""
@@ -152,7 +160,8 @@ class DataSpec:
     # ---------------------------------------------------------------------------- data sets
     def _transform(self, train: bool) -> ImageTransform:
         return ImageTransform(random_flip=self.random_flip and train,
-                              uniform_dequantization=self.uniform_dequantization, centered=self.centered)
+                              uniform_dequantization=self.uniform_dequantization, centered=self.centered,
+                              levels=self.levels)
 
     def datasets(self, seed: int = 0):
         """The train and test sets, items (x, y) in model space.

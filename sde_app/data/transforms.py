@@ -5,7 +5,8 @@ The pipeline of Song et al. (2021), `datasets.py` of the official code, in torch
     uint8 image (C, H, W) in {0..255}
       -> resize the shorter side to image_size (antialiased) and centre crop   [geometry]
       -> random horizontal flip                                                [training only]
-      -> x01 = pixel / 255, or (pixel + U[0, 1)) / 256 with uniform dequantisation
+      -> x01 = pixel / (L - 1), or (pixel + U[0, 1)) / L with uniform dequantisation
+         (L = the data's quantisation levels: 256 for 8-bit images)
       -> model space: 2 x01 - 1 when centered, else x01                       [data_scaler]
 
 All randomness of one item comes from a generator seeded with (seed, epoch, index), so a batch
@@ -118,20 +119,29 @@ def to_uint8(x01: Tensor) -> Tensor:
     return (x01 * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
+def quantize(x01: Tensor, levels: int = 256) -> Tensor:
+    """Images in [0, 1] rounded to the nearest of `levels` evenly spaced values k / (levels - 1),
+    clipped to [0, 1]: a sample as the data's own quantisation would store it."""
+    top = float(levels - 1)
+    return (x01 * top).round().clamp(0, top) / top
+
+
 @dataclass(frozen=True)
 class ImageTransform:
     """uint8 image -> float32 image in model space: flip, dequantise, scale.
 
     Args:
       random_flip: flip left-right with probability 1/2 (use for training only).
-      uniform_dequantization: x01 = (pixel + u) / 256 with u ~ U[0, 1) per value, so that x01 has
-        a density (for likelihood training); else x01 = pixel / 255.
+      uniform_dequantization: x01 = (pixel + u) / L with u ~ U[0, 1) per value, so that x01 has
+        a density (for likelihood training); else x01 = pixel / (L - 1).
       centered: scale x01 to [-1, 1]; else keep [0, 1].
+      levels: L, the quantisation levels of the stored values 0..L-1 (256 for 8-bit images).
     """
 
     random_flip: bool = False
     uniform_dequantization: bool = False
     centered: bool = True
+    levels: int = 256
 
     def __call__(self, img: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
         """Apply the transform to one image.
@@ -152,9 +162,9 @@ class ImageTransform:
             img = img.flip(-1)
         x = img.to(torch.float32)
         if self.uniform_dequantization:
-            x01 = (x + torch.rand(x.shape, generator=generator)) / 256.0
+            x01 = (x + torch.rand(x.shape, generator=generator)) / self.levels
         else:
-            x01 = x / 255.0
+            x01 = x / (self.levels - 1)
         return scaler(self.centered)(x01)
 
 

@@ -31,9 +31,10 @@ from sde_lib.ode import is_adaptive
 from sde_lib.score import PREDICTIONS, TIME_LABELS, NetworkScore
 from sde_lib.sdes import SDES
 
+from .. import features as features_lib
 from ..data import DATASETS, DataSpec
 from ..specs import (ControllableSettings, EvalSettings, Experiment, LoopSettings, ModelSpec,
-                     OptimSettings, SamplingSettings, TrainingJob, lookup)
+                     OptimSettings, SampleQualitySettings, SamplingSettings, TrainingJob, lookup)
 from .config_files import config_to_json
 
 # Fields of config.model that configure the score adapter and the EMA, not the network.
@@ -496,8 +497,12 @@ def controllable_settings(config, data: DataSpec) -> ControllableSettings:
 
 
 # ------------------------------------------------------------------------------- evaluation
-def eval_settings(config, sde) -> EvalSettings:
-    """`config.eval`: test-loss batches and the likelihood's ODE settings."""
+REFERENCES = ("floor", "gaussian_mixture")  # config.eval.references (sde_app.references)
+
+
+def eval_settings(config, sde, data: DataSpec) -> EvalSettings:
+    """`config.eval`: test-loss batches, the likelihood's ODE settings, the snapshot range, and
+    the sample-quality metrics (FID, IS, KID; `quality_settings`)."""
     e = config.eval
     _choice("eval.divergence", e.divergence, DIVERGENCES)
     _choice("eval.solver", e.solver, ODE_METHODS)
@@ -518,9 +523,46 @@ def eval_settings(config, sde) -> EvalSettings:
     if not _is_int(e.num_points) or e.num_points < -1:
         raise ValueError(f"config.eval.num_points={e.num_points!r}: expected an integer >= 0 (0: all"
                          " test points) or -1 (skip the likelihood)")
+    begin, end = e.begin_ckpt, e.end_ckpt
+    for field, v in (("begin_ckpt", begin), ("end_ckpt", end)):
+        if v is not None:
+            _nonnegative_int(f"eval.{field}", v)
+    if (begin is None) != (end is None) or (begin is not None and begin > end):
+        raise ValueError(f"config.eval.begin_ckpt={begin!r}, end_ckpt={end!r}: set both, begin <= end (training"
+                         " steps of the snapshots to evaluate), or neither")
     return EvalSettings(batch_size=e.batch_size, loss_batches=e.loss_batches, num_points=e.num_points,
                         likelihood=dict(divergence=e.divergence, n_probes=e.n_probes, method=e.solver,
-                                        rtol=e.rtol, atol=e.atol, eps=e.eps))
+                                        rtol=e.rtol, atol=e.atol, eps=e.eps),
+                        quality=quality_settings(config, data), begin_ckpt=begin, end_ckpt=end)
+
+
+def quality_settings(config, data: DataSpec) -> Optional[SampleQualitySettings]:
+    """`config.eval`'s sample-quality fields (None when `eval.num_samples = 0`)."""
+    e = config.eval
+    _nonnegative_int("eval.num_samples", e.num_samples)
+    if e.num_samples == 0:
+        return None
+    _choice("eval.features", e.features, features_lib.FEATURES)
+    _positive_int("eval.kid_subsets", e.kid_subsets)
+    _positive_int("eval.is_splits", e.is_splits)
+    if not _is_int(e.kid_subset_size) or e.kid_subset_size < 2:
+        raise ValueError(f"config.eval.kid_subset_size={e.kid_subset_size!r}: expected an integer >= 2")
+    if not _is_int(e.bootstrap) or e.bootstrap == 1 or e.bootstrap < 0:
+        raise ValueError(f"config.eval.bootstrap={e.bootstrap!r}: expected 0 (no standard errors) or an"
+                         " integer >= 2 (resamples, e.g. 100)")
+    refs = e.references
+    refs = (refs,) if isinstance(refs, str) else tuple(refs or ())
+    for r in refs:
+        _choice("eval.references", r, REFERENCES)
+    comps = tuple(e.gmm_components) if isinstance(e.gmm_components, (list, tuple)) else (e.gmm_components,)
+    if not comps or not all(_is_int(k) and k >= 1 for k in comps):
+        raise ValueError(f"config.eval.gmm_components={e.gmm_components!r}: expected integers >= 1, e.g. (1, 2, 5)")
+    return SampleQualitySettings(
+        num_samples=e.num_samples, round_size=e.batch_size, features=e.features,
+        inception_weights=e.inception_weights, download_inception=bool(e.download_inception), stats=e.stats,
+        stats_dir=str(e.stats_dir), kid_subsets=e.kid_subsets, kid_subset_size=e.kid_subset_size,
+        is_splits=e.is_splits, bootstrap=e.bootstrap, references=refs, gmm_components=comps,
+        seed=sampling_seed(config))
 
 
 # ------------------------------------------------------------------------------ the experiment
@@ -548,7 +590,7 @@ def build_experiment(config, modes: Sequence[str] = (), *, check_network: bool =
     train = training_job(config, sde, data, model, sampling)
     classifier = classifier_job(config, sde, data)
     controllable = controllable_settings(config, data)
-    evaluation = eval_settings(config, sde)
+    evaluation = eval_settings(config, sde, data)
     if check_network:
         with torch.device("meta"):
             model.build_net()
@@ -561,6 +603,16 @@ def build_experiment(config, modes: Sequence[str] = (), *, check_network: bool =
             raise _in_group(f"sampling ({sampling.sampler.name}, used by"
                             f" {'sample' if 'sample' in modes else 'the snapshot samples of train'})",
                             err) from None
+    q = evaluation.quality
+    if "eval" in modes and q is not None:
+        # Everything FID needs before any sampling: the network's code and weights, a user's
+        # statistics file, and a sampler that runs on the SDE.
+        features_lib.check_available(q.features, data, weights=q.inception_weights,
+                                     download=q.download_inception, stats=q.stats)
+        try:
+            sampling.sampler.check(sde)
+        except ValueError as err:
+            raise _in_group(f"sampling ({sampling.sampler.name}, used by eval for FID)", err) from None
     if any(m in modes for m in CONTROLLABLE_MODES):
         try:
             controllable.inpainter.check(sde)
