@@ -6,7 +6,6 @@ README, "Adding an SDE": subclass `sde_lib.sdes.SDE` (or `VPSDE` for a new beta 
 classes below do exactly that and nothing more; every sampler and the likelihood must then work
 on them, checked against the exact Gaussian-mixture answers.
 """
-import math
 
 import pytest
 import torch
