@@ -269,6 +269,31 @@ def test_bits_per_dim_is_invariant_to_the_scaling():
     )
 
 
+@pytest.mark.parametrize("centered", [False, True])
+def test_bits_per_dim_is_the_pixel_space_density(centered):
+    """Closed form for a non-uniform density: let the dequantised pixels y = k + u in [0, 256)^D
+    have density p_y = prod_j N(y_j; 100, 40^2) (any density works). The application's transforms
+    map y to model space x = scaler(y / 256) (x = y / 256, or 2 y / 256 - 1 when centered), so
+    log p_x(x) = log p_y(y) - D log(dx/dy) and the bits/dim of the pixels is -log2 p_y(y) / D.
+    `bits_per_dim` of log p_x must give exactly that: what the application's `bpd_offset`
+    (7 centered, 8 in [0, 1], nats in model space) computes."""
+    from sde_lib.data.transforms import scaler
+
+    D, shape = 48, (3, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (5, *shape), generator=g).to(F64)
+    y = pixels + torch.rand(pixels.shape, generator=g, dtype=F64)
+    log_p_y = torch.distributions.Normal(100.0, 40.0).log_prob(y).flatten(1).sum(1)
+    dx_dy = (2.0 if centered else 1.0) / 256.0
+    x = scaler(centered)(y / 256.0)
+    torch.testing.assert_close(x, dx_dy * y - (1.0 if centered else 0.0))  # the map is affine
+    log_p_x = log_p_y - D * math.log(dx_dy)
+    expected = -log_p_y / (D * math.log(2.0))
+    torch.testing.assert_close(bits_per_dim(log_p_x, shape, centered=centered), expected,
+                               rtol=0, atol=1e-12)
+    assert dequantization_offset(centered=centered) == (7.0 if centered else 8.0)
+
+
 def test_offset_matches_the_official_formula():
     """Official: offset = 7 - inverse_scaler(-1); centered: inverse_scaler(x) = (x + 1) / 2 gives 7,
     otherwise the identity gives 8."""
