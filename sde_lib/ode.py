@@ -17,8 +17,8 @@ One entry point, `odeint(func, y0, t0, t1, method=...)`, with three families of 
 Why the adaptive pairs are not torchdiffeq's by default: torchdiffeq's "dopri5" estimates its
 error with Shampine's embedded solution instead of Dormand & Prince's, its step-size rule never
 shrinks the step after an accepted step nor holds it after a rejection, and it cannot reproduce
-scipy's steps; on the mixtures it spends a few per cent more evaluations for the same accuracy
-(benchmarks/RESULTS.md, "The probability-flow ODE on torchdiffeq").
+scipy's steps; on the mixtures it takes about as many evaluations with mostly larger errors
+(benchmarks/RESULTS.md, section 3, "The probability-flow ODE on torchdiffeq").
 
 The error norm decides how the examples of a batch share the tolerance: "rms" (scipy's, and the
 default of `odeint`, which does not know what a batch is) lets a hard example hide behind easy
