@@ -15,6 +15,7 @@ setup(
         # (CUDA or CPU build) so that pip does not pick one for you.
         "torch>=2.1,<3",
         "torchsde>=0.2.5",
+        "torchdiffeq>=0.2.5",  # the ODE solvers on the torch device (sde_lib/ode.py)
         "scipy>=1.9",
         "numpy>=1.22",
         "ml-collections>=0.1.1",

@@ -16,6 +16,7 @@ runs `sde_lib.likelihood.log_likelihood` under several estimator settings and pr
 Example:
     python benchmarks/bench_likelihood.py --threads 1
     python benchmarks/bench_likelihood.py --cases 2d --sdes vp --rows official exact
+    python benchmarks/bench_likelihood.py --cases image --rows exact exact_tdq
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import sde_lib  # noqa: E402
 from sde_lib import VESDE, VPSDE, GaussianMixture, subVPSDE  # noqa: E402
 from sde_lib.likelihood import log_likelihood, prior_mismatch  # noqa: E402
 
@@ -36,14 +38,21 @@ SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
 CASES = {"2d": "two_d", "image": "image"}
 
 # Estimator settings, by row name. "official" is the official likelihood.py's setting (RK45,
-# rtol = atol = 1e-5, eps = 1e-5, one Rademacher probe) run by our code.
+# rtol = atol = 1e-5, eps = 1e-5, one Rademacher probe) run by our code. Every torch row names
+# its error norm; "_tdq" rows run torchdiffeq's own dopri5 (controller="torchdiffeq").
 ROWS = {
     "official": dict(method="RK45", divergence="rademacher", n_probes=1),
-    "rademacher2": dict(method="dopri5", divergence="rademacher", n_probes=2),
-    "rademacher4": dict(method="dopri5", divergence="rademacher", n_probes=4),
-    "rademacher16": dict(method="dopri5", divergence="rademacher", n_probes=16),
+    "rademacher2": dict(method="dopri5", divergence="rademacher", n_probes=2, error_norm="rms"),
+    "rademacher2_pe": dict(method="dopri5", divergence="rademacher", n_probes=2,
+                           error_norm="per_example"),
+    "rademacher2_tdq": dict(method="dopri5", divergence="rademacher", n_probes=2,
+                            error_norm="per_example", controller="torchdiffeq"),
+    "rademacher4": dict(method="dopri5", divergence="rademacher", n_probes=4, error_norm="rms"),
+    "rademacher16": dict(method="dopri5", divergence="rademacher", n_probes=16, error_norm="rms"),
     "exact_rk45": dict(method="RK45", divergence="exact"),
     "exact": dict(method="dopri5", divergence="exact", error_norm="per_example"),
+    "exact_tdq": dict(method="dopri5", divergence="exact", error_norm="per_example",
+                      controller="torchdiffeq"),
 }
 DEFAULT_ROWS = {
     "2d": ["official", "exact_rk45", "exact"],
@@ -64,8 +73,9 @@ def run_row(sde, gm, x, row: str, seed: int):
 def describe(row: str) -> str:
     o = ROWS[row]
     probes = "" if o["divergence"] == "exact" else f" x{o['n_probes']}"
-    norm = ", per-example norm" if o.get("error_norm") == "per_example" else ""
-    return f"{o['divergence']}{probes} ({o['method']}{norm})"
+    norm = {"per_example": ", per-example norm", "rms": ", RMS norm"}.get(o.get("error_norm"), "")
+    library = ", torchdiffeq" if o.get("controller") == "torchdiffeq" else ""
+    return f"{o['divergence']}{probes} ({o['method']}{library}{norm})"
 
 
 def main(argv=None):
@@ -85,6 +95,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    print(f"library: {os.path.dirname(os.path.abspath(sde_lib.__file__))}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), data float64, "
           f"rtol = atol = 1e-5, eps = 1e-5, seed {args.seed}")
     for case in args.cases:

@@ -11,29 +11,39 @@ Metrics (as in ../shared/peer/README.md, so rows can sit beside the official cod
     shape gap = sum_k w_k [mean over component k's samples of -log N_k(x) - H(N_k)], the error of
     the components' spreads (0 for exact samples, standard error about 0.2 in 192-D), and
     weight TV = 1/2 sum_k |fraction in k - w_k| (about 0.015 for 2000 exact samples).
+  * ODE error (probability-flow rows, method "ode"): max and mean over samples of max |x - x_ref|,
+    x_ref the same prior draw in float64 carried by DOP853 at rtol = atol = 1e-10 with the same
+    final step (float64: float32 scores are too noisy for an adaptive solver at 1e-10):
+    the solver's own error, which the distribution metrics are too noisy to see.
 
 Usage:
     python benchmarks/bench_samplers.py --mixtures ../shared/peer/mixtures.npz --case image \
         --rows peer --threads 1
     python benchmarks/bench_samplers.py --case two_d --rows "pc:N=100,ddim:N=20:schedule=logsnr"
+    python benchmarks/bench_samplers.py --case image --rows "vp/ode:solver=dopri5:controller=torchdiffeq"
 
 A row is `method[:key=value]*` with sample() options; `--rows peer` runs the rows of the peer
 table with our defaults, `--rows official` the official algorithms (grid, Langevin update, final
-step) in this library, `--rows fast` DPM-Solver / DDIM at small NFE.
+step) in this library, `--rows fast` DPM-Solver / DDIM at small NFE. `controller=...` in an "ode"
+row goes to `sde_lib.ode.probability_flow_sample` (sample() has no such option).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
 import time
+from unittest import mock
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import sde_lib  # noqa: E402
 from sde_lib import VESDE, VPSDE, GaussianMixture, subVPSDE  # noqa: E402
+from sde_lib import ode as ode_lib  # noqa: E402
 from sde_lib.sampling import sample  # noqa: E402
 
 SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
@@ -101,6 +111,17 @@ def component_errors(gm, x):
     return shape, 0.5 * (frac - gm.weights.double()).abs().sum().item()
 
 
+def run_sample(sde, score_fn, shape, method, options, generator, x_T=None):
+    """sample(), with an "ode" row's `controller` handed to the probability-flow solver."""
+    options = dict(options)
+    controller = options.pop("controller", None)
+    if controller is None:
+        return sample(sde, score_fn, shape, method=method, generator=generator, x_T=x_T, **options)
+    solve = functools.partial(ode_lib.probability_flow_sample, controller=controller)
+    with mock.patch.object(ode_lib, "probability_flow_sample", solve):
+        return sample(sde, score_fn, shape, method=method, generator=generator, x_T=x_T, **options)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mixtures", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "peer", "mixtures.npz"))
@@ -125,24 +146,37 @@ def main():
     floor_sw = sliced_w2(gm.sample(n, generator=g, dtype=torch.float64), truth, dirs)
     rows = {"peer": PEER_ROWS[args.case], "fast": FAST_ROWS, "official": OFFICIAL_ROWS}.get(args.rows, args.rows.split(","))
 
+    print(f"# library: {os.path.dirname(os.path.abspath(sde_lib.__file__))}")
     print(f"# case {args.case}: d={gm.dim}, n={n}, H(p_0)={H:.3f} +- {H_se:.3f} nats; "
           f"floor (fresh true samples): NLL gap {floor_gap:+.2f}, SW2 {floor_sw:.4f}, "
           f"shape gap {floor_shape:+.2f}, weight TV {floor_tv:.3f}")
-    print("| SDE | method | options | NFE | wall (s) | NLL gap (nats) | SW2 | shape gap (nats) | weight TV |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| SDE | method | options | NFE | wall (s) | NLL gap (nats) | SW2 | shape gap (nats) | weight TV "
+          "| ODE error max / mean |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    references = {}
     for row in rows:
         sde_name, method, options = parse_row(row)
         sde = SDES[sde_name]()
+        sample_shape = (n, *gm.event_shape)
         t0 = time.perf_counter()
-        x, nfe = sample(sde, gm.score_fn(sde), (n, *gm.event_shape), method=method,
-                        generator=torch.Generator().manual_seed(args.seed), **options)
+        x, nfe = run_sample(sde, gm.score_fn(sde), sample_shape, method, options,
+                            torch.Generator().manual_seed(args.seed))
         wall = time.perf_counter() - t0
+        ode_error = "-"
+        if method == "ode":
+            if sde_name not in references:  # the same prior draw as sample() makes
+                x_T = sde.prior_sampling(sample_shape, generator=torch.Generator().manual_seed(args.seed))
+                references[sde_name] = run_sample(sde, gm.score_fn(sde), sample_shape, "ode",
+                                                  dict(solver="DOP853", rtol=1e-10, atol=1e-10),
+                                                  None, x_T=x_T.double())[0]
+            err = (x - references[sde_name]).reshape(n, -1).abs().amax(1).double()
+            ode_error = f"{err.max():.1e} / {err.mean():.1e}"
         gap = (-gm.log_prob(x)).mean().item() - H
         sw = sliced_w2(x, truth, dirs)
         shape, tv = component_errors(gm, x)
         opts = " ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
-        print(f"| {sde_name} | {method} | {opts} | {nfe} | {wall:.1f} | {gap:+.2f} | {sw:.4f} | {shape:+.2f} | {tv:.3f} |",
-              flush=True)
+        print(f"| {sde_name} | {method} | {opts} | {nfe} | {wall:.1f} | {gap:+.2f} | {sw:.4f} | {shape:+.2f} | {tv:.3f} "
+              f"| {ode_error} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -116,13 +116,13 @@ class ConvClassifier(nn.Module):
         self.conv_in = conv3x3(num_channels, nf)
         in_ch = nf
         self.down = nn.ModuleDict()
+        def resblock(in_ch, out_ch):
+            return ResBlock(in_ch, out_ch, temb_dim=4 * nf, act=act, num_groups=_groups,
+                            dropout=dropout, init_scale=0.0)
+
         for i, res in enumerate(ladder):
-            level = DownLevel()
-            for _ in range(num_res_blocks):
-                out_ch = nf * ch_mult[i]
-                level.blocks.append(ResBlock(in_ch, out_ch, temb_dim=4 * nf, act=act,
-                                             num_groups=_groups, dropout=dropout, init_scale=0.0))
-                in_ch = out_ch
+            level = DownLevel(in_ch, nf * ch_mult[i], num_res_blocks, resblock)
+            in_ch = nf * ch_mult[i]
             if i != len(ladder) - 1:
                 level.downsample = Downsample(in_ch, with_conv=True)
             self.down[f"{res}x{res}"] = level
@@ -135,8 +135,7 @@ class ConvClassifier(nn.Module):
         temb = self.time_embed(labels)
         h = self.conv_in(x)
         for level in self.down.values():
-            for block in level.blocks:
-                h = block(h, temb)
+            h = level.forward_blocks(h, temb)
             if level.downsample is not None:
                 h = level.downsample(h)
         h = self.act(self.norm_out(h)).mean(dim=(2, 3))

@@ -13,9 +13,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .layers import (AttnBlock, Downsample, DownLevel, MidBlock, ResBlock, TimeEmbedding, Upsample,
-                     UpLevel, check_choice, check_inputs, conv3x3, embed_conditions,
-                     get_activation, group_norm, per_example, resolution_ladder)
+from .layers import (AttnBlock, Downsample, MidBlock, ResBlock, UNet, Upsample,
+                     check_choice, conv3x3, group_norm)
 
 __all__ = ["DDPM"]
 
@@ -27,7 +26,7 @@ def ddpm_groups(channels: int) -> int:
     return DDPM_GROUPS
 
 
-class DDPM(nn.Module):
+class DDPM(UNet):
     """DDPM U-Net score network: forward(x, labels, y=None) -> tensor shaped like x.
 
     Defaults are the CIFAR-10 DDPM (vp/ddpm/cifar10_continuous: 35.7M parameters).
@@ -65,26 +64,12 @@ class DDPM(nn.Module):
             raise ValueError(
                 f"embedding_type={embedding_type!r}: the DDPM U-Net always uses the sinusoidal "
                 f"('positional') embedding; use model 'ncsnpp' for Fourier features.")
-        if num_res_blocks < 1 or num_classes < 0 or not 0 <= dropout < 1:
-            raise ValueError(
-                f"Need num_res_blocks >= 1, num_classes >= 0 and 0 <= dropout < 1; got "
-                f"num_res_blocks={num_res_blocks}, num_classes={num_classes}, dropout={dropout}.")
-        ch_mult = tuple(int(m) for m in ch_mult)
-        attn_resolutions = tuple(int(r) for r in attn_resolutions)
-        ladder = resolution_ladder(image_size, len(ch_mult), attn_resolutions)
-        self.image_size, self.num_channels = image_size, num_channels
-        self.nf, self.ch_mult, self.num_res_blocks = nf, ch_mult, num_res_blocks
-        self.attn_resolutions = attn_resolutions
-        self.conditional, self.num_classes = bool(conditional), int(num_classes)
-        self.scale_by_sigma = bool(scale_by_sigma)
-        self.act = act = get_activation(nonlinearity)
-        temb_dim = 4 * nf if (conditional or num_classes > 0) else None
-
-        self.time_embed = TimeEmbedding("positional", nf, act) if conditional else None
-        self.class_embed = None
-        if num_classes > 0:
-            self.class_embed = nn.Embedding(num_classes + 1, 4 * nf)
-            nn.init.zeros_(self.class_embed.weight)
+        ladder, temb_dim = self._init_unet(
+            image_size=image_size, num_channels=num_channels, nf=nf, ch_mult=ch_mult,
+            num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, dropout=dropout,
+            nonlinearity=nonlinearity, conditional=conditional, num_classes=num_classes,
+            scale_by_sigma=scale_by_sigma, embedding_type="positional")
+        act = self.act
 
         def resblock(in_ch, out_ch=None):
             return ResBlock(in_ch, out_ch or in_ch, temb_dim=temb_dim, act=act,
@@ -98,14 +83,7 @@ class DDPM(nn.Module):
         in_ch = nf
         self.down = nn.ModuleDict()
         for i, res in enumerate(ladder):
-            level = DownLevel()
-            for _ in range(num_res_blocks):
-                out_ch = nf * ch_mult[i]
-                level.blocks.append(resblock(in_ch, out_ch))
-                in_ch = out_ch
-                if res in attn_resolutions:
-                    level.attns.append(attention(in_ch))
-                skip_channels.append(in_ch)
+            level, in_ch = self._down_level(i, res, in_ch, resblock, attention, skip_channels)
             if i != len(ladder) - 1:
                 level.downsample = Downsample(in_ch, with_conv=resamp_with_conv)
                 skip_channels.append(in_ch)
@@ -116,13 +94,7 @@ class DDPM(nn.Module):
         self.up = nn.ModuleDict()
         for i in reversed(range(len(ladder))):
             res = ladder[i]
-            level = UpLevel()
-            for _ in range(num_res_blocks + 1):
-                out_ch = nf * ch_mult[i]
-                level.blocks.append(resblock(in_ch + skip_channels.pop(), out_ch))
-                in_ch = out_ch
-            if res in attn_resolutions:
-                level.attn = attention(in_ch)
+            level, in_ch = self._up_level(i, res, in_ch, resblock, attention, skip_channels)
             if i != 0:
                 level.upsample = Upsample(in_ch, with_conv=resamp_with_conv)
             self.up[f"{res}x{res}"] = level
@@ -142,28 +114,17 @@ class DDPM(nn.Module):
         Returns:
             (B, C, S, S).
         """
-        labels = check_inputs(x, labels, (self.num_channels, self.image_size, self.image_size))
-        temb = embed_conditions(labels, y, self.time_embed, self.class_embed)
+        labels, temb = self._conditioning(x, labels, y)
         h = self.conv_in(x)
         skips = [h]
         for level in self.down.values():
-            for i, block in enumerate(level.blocks):
-                h = block(h, temb)
-                if len(level.attns) > 0:
-                    h = level.attns[i](h)
-                skips.append(h)
+            h = level.forward_blocks(h, temb, skips)
             if level.downsample is not None:
                 h = level.downsample(h)
                 skips.append(h)
         h = self.mid(h, temb)
         for level in self.up.values():
-            for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), temb)
-            if level.attn is not None:
-                h = level.attn(h)
+            h = level.forward_blocks(h, temb, skips)
             if level.upsample is not None:
                 h = level.upsample(h)
-        h = self.conv_out(self.act(self.norm_out(h)))
-        if self.scale_by_sigma:
-            h = h / per_example(labels, h)
-        return h
+        return self._scale_output(self.conv_out(self.act(self.norm_out(h))), labels)

@@ -8,7 +8,7 @@ that checkpoints import without reshaping; names are ours and say what each part
 All image tensors are (B, C, H, W); time embeddings are (B, temb_dim).
 """
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -422,31 +422,44 @@ def _downsample(x: torch.Tensor, kernel: Optional[torch.Tensor]) -> torch.Tensor
     return fir.downsample_2d(x, kernel)
 
 
-class Downsample(nn.Module):
-    """Halve the resolution (official `Downsample`), optionally with a convolution.
-
-    Without FIR: a 3x3 stride-2 convolution on the input padded by one pixel at the bottom/right
-    (TensorFlow 'SAME', as DDPM), or 2x2 average pooling. With FIR: blur then 3x3 stride-2
-    convolution, or blur and subsample.
+class Resampling(nn.Module):
+    """Base of Downsample and Upsample: an optional learned 3x3 convolution `conv` and the FIR
+    taps `fir_kernel` (a non-persistent buffer, or None).
 
     Args:
         in_ch: input channels.
-        out_ch: output channels (must equal in_ch without a convolution).
+        out_ch: output channels (default in_ch; must equal in_ch without a convolution).
         with_conv: use a learned 3x3 convolution.
         fir_kernel: FIR taps, or None.
     """
+
+    conv_options: dict = {}  # of the 3x3 convolution (stride, padding)
 
     def __init__(self, in_ch: int, out_ch: Optional[int] = None, *, with_conv: bool = True,
                  fir_kernel: Optional[Sequence[float]] = None):
         super().__init__()
         out_ch = in_ch if out_ch is None else out_ch
         if not with_conv and out_ch != in_ch:
-            raise ValueError("Downsample without a convolution cannot change the width.")
-        self.conv = conv3x3(in_ch, out_ch, stride=2, padding=0) if with_conv else None
+            raise ValueError(
+                f"{type(self).__name__} without a convolution cannot change the width "
+                f"({in_ch} -> {out_ch}); pass with_conv=True or out_ch=None.")
+        self.conv = conv3x3(in_ch, out_ch, **self.conv_options) if with_conv else None
         if fir_kernel is not None:
             self.register_buffer("fir_kernel", fir.fir_kernel_2d(fir_kernel), persistent=False)
         else:
             self.fir_kernel = None
+
+
+class Downsample(Resampling):
+    """Halve the resolution (official `Downsample`), optionally with a convolution; arguments as
+    `Resampling`.
+
+    Without FIR: a 3x3 stride-2 convolution on the input padded by one pixel at the bottom/right
+    (TensorFlow 'SAME', as DDPM), or 2x2 average pooling. With FIR: blur then 3x3 stride-2
+    convolution, or blur and subsample.
+    """
+
+    conv_options = {"stride": 2, "padding": 0}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_ch, H, W) -> (B, out_ch, H/2, W/2)."""
@@ -458,30 +471,13 @@ class Downsample(nn.Module):
             None, :, None, None]
 
 
-class Upsample(nn.Module):
-    """Double the resolution (official `Upsample`), optionally with a convolution.
+class Upsample(Resampling):
+    """Double the resolution (official `Upsample`), optionally with a convolution; arguments as
+    `Resampling`.
 
     Without FIR: nearest-neighbour, then an optional 3x3 convolution. With FIR: FIR upsampling, or
     the fused transposed 3x3 convolution + FIR blur of StyleGAN2.
-
-    Args:
-        in_ch: input channels.
-        out_ch: output channels (must equal in_ch without a convolution).
-        with_conv: use a learned 3x3 convolution.
-        fir_kernel: FIR taps, or None.
     """
-
-    def __init__(self, in_ch: int, out_ch: Optional[int] = None, *, with_conv: bool = True,
-                 fir_kernel: Optional[Sequence[float]] = None):
-        super().__init__()
-        out_ch = in_ch if out_ch is None else out_ch
-        if not with_conv and out_ch != in_ch:
-            raise ValueError("Upsample without a convolution cannot change the width.")
-        self.conv = conv3x3(in_ch, out_ch) if with_conv else None
-        if fir_kernel is not None:
-            self.register_buffer("fir_kernel", fir.fir_kernel_2d(fir_kernel), persistent=False)
-        else:
-            self.fir_kernel = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_ch, H, W) -> (B, out_ch, 2H, 2W)."""
@@ -522,29 +518,148 @@ class Combine(nn.Module):
 
 class DownLevel(nn.Module):
     """One encoder resolution: residual blocks (each optionally followed by attention), then the
-    downsampling step and the input-pyramid step (absent on the coarsest level)."""
+    downsampling step and the input-pyramid step, which the network sets (absent on the coarsest
+    level).
 
-    def __init__(self):
+    Args:
+        in_ch, out_ch: channels into the first residual block and out of every block.
+        num_blocks: number of residual blocks.
+        resblock: resblock(in_ch, out_ch) -> a residual block taking (h, temb).
+        attention: attention(channels) -> a self-attention layer after every block, or None.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, num_blocks: int, resblock: Callable,
+                 attention: Optional[Callable] = None):
         super().__init__()
         self.blocks = nn.ModuleList()
         self.attns = nn.ModuleList()
+        for _ in range(num_blocks):
+            self.blocks.append(resblock(in_ch, out_ch))
+            in_ch = out_ch
+            if attention is not None:
+                self.attns.append(attention(out_ch))
         self.downsample: Optional[nn.Module] = None
         self.pyramid_downsample: Optional[nn.Module] = None
         self.pyramid_combine: Optional[nn.Module] = None
 
+    def forward_blocks(self, h: torch.Tensor, temb: Optional[torch.Tensor],
+                       skips: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
+        """The residual blocks (and attention) on h (B, in_ch, S, S) -> (B, out_ch, S, S); every
+        block's output is appended to `skips` when given (the U-Net's skip connections)."""
+        for i, block in enumerate(self.blocks):
+            h = block(h, temb)
+            if len(self.attns) > 0:
+                h = self.attns[i](h)
+            if skips is not None:
+                skips.append(h)
+        return h
+
 
 class UpLevel(nn.Module):
-    """One decoder resolution: num_res_blocks + 1 residual blocks on [h, skip], optional attention,
-    the output-pyramid step, then upsampling (absent on the finest level)."""
+    """One decoder resolution: residual blocks on [h, skip], optional attention, then the
+    output-pyramid step and upsampling, which the network sets (absent on the finest level).
 
-    def __init__(self):
+    Args:
+        in_ch, out_ch: channels of h into the first residual block, and out of every block.
+        skip_channels: channels of the encoder's skip connections; each block pops one off the
+            end (the last skip first).
+        num_blocks: number of residual blocks.
+        resblock: resblock(in_ch, out_ch) -> a residual block taking (h, temb).
+        attention: attention(channels) -> a self-attention layer after the blocks, or None.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, skip_channels: List[int], num_blocks: int,
+                 resblock: Callable, attention: Optional[Callable] = None):
         super().__init__()
         self.blocks = nn.ModuleList()
-        self.attn: Optional[nn.Module] = None
+        for _ in range(num_blocks):
+            self.blocks.append(resblock(in_ch + skip_channels.pop(), out_ch))
+            in_ch = out_ch
+        self.attn: Optional[nn.Module] = None if attention is None else attention(out_ch)
         self.pyramid_upsample: Optional[nn.Module] = None
         self.pyramid_norm: Optional[nn.Module] = None
         self.pyramid_conv: Optional[nn.Module] = None
         self.upsample: Optional[nn.Module] = None
+
+    def forward_blocks(self, h: torch.Tensor, temb: Optional[torch.Tensor],
+                       skips: List[torch.Tensor]) -> torch.Tensor:
+        """The residual blocks on [h, skips.pop()] and the attention: (B, in_ch, S, S) ->
+        (B, out_ch, S, S)."""
+        for block in self.blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), temb)
+        if self.attn is not None:
+            h = self.attn(h)
+        return h
+
+
+class UNet(nn.Module):
+    """What the DDPM U-Net and NCSN++ share (not a network by itself): the size and conditioning
+    options, the resolution ladder, the time and class embeddings (registered in that order),
+    and the optional division of the output by sigma. Subclasses call `_init_unet` first."""
+
+    def _init_unet(self, *, image_size: int, num_channels: int, nf: int, ch_mult: Sequence[int],
+                   num_res_blocks: int, attn_resolutions: Sequence[int], dropout: float,
+                   nonlinearity: str, conditional: bool, num_classes: int, scale_by_sigma: bool,
+                   embedding_type: str, fourier_scale: float = 16.0):
+        """Check and keep the shared options; build `time_embed` and `class_embed`.
+
+        Returns:
+            (ladder, temb_dim): the resolutions (S, S/2, ...) and the width 4 nf of the
+            conditioning embedding (None for a network with neither time nor class labels).
+
+        Raises:
+            ValueError: for a size the network cannot take, naming it.
+        """
+        if nf < 4 or num_res_blocks < 1 or num_classes < 0 or not 0 <= dropout < 1:
+            raise ValueError(
+                f"Need nf >= 4, num_res_blocks >= 1, num_classes >= 0 and 0 <= dropout < 1; got "
+                f"nf={nf}, num_res_blocks={num_res_blocks}, num_classes={num_classes}, "
+                f"dropout={dropout}.")
+        self.ch_mult = tuple(int(m) for m in ch_mult)
+        self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
+        ladder = resolution_ladder(image_size, len(self.ch_mult), self.attn_resolutions)
+        self.image_size, self.num_channels = image_size, num_channels
+        self.nf, self.num_res_blocks = nf, num_res_blocks
+        self.conditional, self.num_classes = bool(conditional), int(num_classes)
+        self.scale_by_sigma = bool(scale_by_sigma)
+        self.act = get_activation(nonlinearity)
+        self.time_embed = (TimeEmbedding(embedding_type, nf, self.act, fourier_scale)
+                           if conditional else None)
+        self.class_embed = None
+        if num_classes > 0:  # row num_classes is the null label
+            self.class_embed = nn.Embedding(num_classes + 1, 4 * nf)
+            nn.init.zeros_(self.class_embed.weight)
+        return ladder, (4 * nf if (conditional or num_classes > 0) else None)
+
+    def _down_level(self, i: int, res: int, in_ch: int, resblock: Callable, attention: Callable,
+                    skip_channels: List[int]) -> Tuple["DownLevel", int]:
+        """Encoder level i (resolution res): num_res_blocks residual blocks from in_ch to
+        nf ch_mult[i] channels, attention after each at the attention resolutions; their outputs
+        join `skip_channels`. Returns the level and its output channels."""
+        out_ch = self.nf * self.ch_mult[i]
+        level = DownLevel(in_ch, out_ch, self.num_res_blocks, resblock,
+                          attention if res in self.attn_resolutions else None)
+        skip_channels += [out_ch] * self.num_res_blocks
+        return level, out_ch
+
+    def _up_level(self, i: int, res: int, in_ch: int, resblock: Callable, attention: Callable,
+                  skip_channels: List[int]) -> Tuple["UpLevel", int]:
+        """Decoder level i (resolution res): num_res_blocks + 1 residual blocks on [h, skip] (skips
+        popped from `skip_channels`) to nf ch_mult[i] channels, then attention at the attention
+        resolutions. Returns the level and its output channels."""
+        out_ch = self.nf * self.ch_mult[i]
+        level = UpLevel(in_ch, out_ch, skip_channels, self.num_res_blocks + 1, resblock,
+                        attention if res in self.attn_resolutions else None)
+        return level, out_ch
+
+    def _conditioning(self, x: torch.Tensor, labels: torch.Tensor, y: Optional[torch.Tensor]):
+        """Checked (B,) labels and the embedding (B, 4 nf) of the labels and classes (or None)."""
+        labels = check_inputs(x, labels, (self.num_channels, self.image_size, self.image_size))
+        return labels, embed_conditions(labels, y, self.time_embed, self.class_embed)
+
+    def _scale_output(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """h / sigma with `labels` read as sigma when scale_by_sigma, else h."""
+        return h / per_example(labels, h) if self.scale_by_sigma else h
 
 
 class MidBlock(nn.Module):

@@ -20,9 +20,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .layers import (AttnBlock, Combine, Downsample, DownLevel, MidBlock, ResBlock, TimeEmbedding,
-                     Upsample, UpLevel, check_choice, check_inputs, conv3x3, embed_conditions,
-                     get_activation, group_norm, per_example, resolution_ladder)
+from .layers import (AttnBlock, Combine, Downsample, MidBlock, ResBlock, UNet, Upsample,
+                     check_choice, conv3x3, group_norm)
 
 __all__ = ["NCSNpp"]
 
@@ -32,7 +31,7 @@ def ncsnpp_groups(channels: int) -> int:
     return min(channels // 4, 32)
 
 
-class NCSNpp(nn.Module):
+class NCSNpp(UNet):
     """NCSN++ / DDPM++ score network: forward(x, labels, y=None) -> tensor shaped like x.
 
     Defaults are NCSN++ for CIFAR-10 (ve/cifar10_ncsnpp_continuous) except `scale_by_sigma`.
@@ -92,33 +91,17 @@ class NCSNpp(nn.Module):
         if conv_size != 3:
             raise ValueError(
                 f"conv_size={conv_size} is not supported; NCSN++ uses 3x3 convolutions.")
-        if nf < 4 or num_res_blocks < 1 or num_classes < 0 or not 0 <= dropout < 1:
-            raise ValueError(
-                f"Need nf >= 4, num_res_blocks >= 1, num_classes >= 0 and 0 <= dropout < 1; got "
-                f"nf={nf}, num_res_blocks={num_res_blocks}, num_classes={num_classes}, "
-                f"dropout={dropout}.")
-        ch_mult = tuple(int(m) for m in ch_mult)
-        attn_resolutions = tuple(int(r) for r in attn_resolutions)
-        ladder = resolution_ladder(image_size, len(ch_mult), attn_resolutions)
-
-        self.image_size, self.num_channels = image_size, num_channels
-        self.nf, self.ch_mult, self.num_res_blocks = nf, ch_mult, num_res_blocks
-        self.attn_resolutions = attn_resolutions
         self.embedding_type = check_choice("embedding_type", embedding_type,
                                            ("fourier", "positional"))
-        self.conditional, self.num_classes = bool(conditional), int(num_classes)
-        self.scale_by_sigma = bool(scale_by_sigma)
+        ladder, temb_dim = self._init_unet(
+            image_size=image_size, num_channels=num_channels, nf=nf, ch_mult=ch_mult,
+            num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, dropout=dropout,
+            nonlinearity=nonlinearity, conditional=conditional, num_classes=num_classes,
+            scale_by_sigma=scale_by_sigma, embedding_type=self.embedding_type,
+            fourier_scale=fourier_scale)
+        act = self.act
         self.skip_rescale = bool(skip_rescale)
-        self.act = act = get_activation(nonlinearity)
         fir_kernel = tuple(fir_kernel) if fir else None
-        temb_dim = 4 * nf if (conditional or num_classes > 0) else None
-
-        self.time_embed = (TimeEmbedding(self.embedding_type, nf, act, fourier_scale)
-                           if conditional else None)
-        self.class_embed = None
-        if num_classes > 0:
-            self.class_embed = nn.Embedding(num_classes + 1, 4 * nf)
-            nn.init.zeros_(self.class_embed.weight)
 
         def resblock(in_ch, out_ch=None, resample=None):
             return ResBlock(in_ch, out_ch or in_ch, temb_dim=temb_dim, act=act,
@@ -137,14 +120,7 @@ class NCSNpp(nn.Module):
         pyramid_ch = num_channels
         self.down = nn.ModuleDict()
         for i, res in enumerate(ladder):
-            level = DownLevel()
-            for _ in range(num_res_blocks):
-                out_ch = nf * ch_mult[i]
-                level.blocks.append(resblock(in_ch, out_ch))
-                in_ch = out_ch
-                if res in attn_resolutions:
-                    level.attns.append(attention(in_ch))
-                skip_channels.append(in_ch)
+            level, in_ch = self._down_level(i, res, in_ch, resblock, attention, skip_channels)
             if i != len(ladder) - 1:
                 if self.resblock_type == "ddpm":
                     level.downsample = Downsample(in_ch, with_conv=resamp_with_conv,
@@ -172,13 +148,7 @@ class NCSNpp(nn.Module):
         self.up = nn.ModuleDict()
         for i in reversed(range(len(ladder))):
             res = ladder[i]
-            level = UpLevel()
-            for _ in range(num_res_blocks + 1):
-                out_ch = nf * ch_mult[i]
-                level.blocks.append(resblock(in_ch + skip_channels.pop(), out_ch))
-                in_ch = out_ch
-            if res in attn_resolutions:
-                level.attn = attention(in_ch)
+            level, in_ch = self._up_level(i, res, in_ch, resblock, attention, skip_channels)
             coarsest = i == len(ladder) - 1
             if self.progressive == "output_skip":
                 if not coarsest:
@@ -224,8 +194,7 @@ class NCSNpp(nn.Module):
         Returns:
             (B, C, S, S).
         """
-        labels = check_inputs(x, labels, (self.num_channels, self.image_size, self.image_size))
-        temb = embed_conditions(labels, y, self.time_embed, self.class_embed)
+        labels, temb = self._conditioning(x, labels, y)
         biggan = self.resblock_type == "biggan"
 
         # Encoder.
@@ -233,11 +202,7 @@ class NCSNpp(nn.Module):
         skips = [h]
         pyramid = x
         for level in self.down.values():
-            for i, block in enumerate(level.blocks):
-                h = block(h, temb)
-                if len(level.attns) > 0:
-                    h = level.attns[i](h)
-                skips.append(h)
+            h = level.forward_blocks(h, temb, skips)
             if level.downsample is not None:
                 h = level.downsample(h, temb) if biggan else level.downsample(h)
                 if self.progressive_input == "input_skip":
@@ -253,10 +218,7 @@ class NCSNpp(nn.Module):
         # Decoder.
         pyramid = None
         for level in self.up.values():
-            for block in level.blocks:
-                h = block(torch.cat([h, skips.pop()], dim=1), temb)
-            if level.attn is not None:
-                h = level.attn(h)
+            h = level.forward_blocks(h, temb, skips)
             if self.progressive == "output_skip":
                 out = level.pyramid_conv(self.act(level.pyramid_norm(h)))
                 pyramid = out if pyramid is None else level.pyramid_upsample(pyramid) + out
@@ -273,9 +235,7 @@ class NCSNpp(nn.Module):
             h = pyramid
         else:
             h = self.conv_out(self.act(self.norm_out(h)))
-        if self.scale_by_sigma:
-            h = h / per_example(labels, h)
-        return h
+        return self._scale_output(h, labels)
 
     def _rescaled_sum(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a + b).div_(math.sqrt(2.0)) if self.skip_rescale else a + b

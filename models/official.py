@@ -4,7 +4,7 @@ The official code (Song et al. 2021, github.com/yang-song/score_sde_pytorch) kee
 a network in one flat `all_modules` ModuleList, so its state-dict keys are `all_modules.<N>.<...>`
 where N is the position in construction order. Our networks name their parts by role
 (`down["16x16"].blocks[0].conv1`); `official_key_map` recovers N by walking our modules in the
-official construction order, once per architecture (`_OFFICIAL_WALKS`).
+official construction order (`_walk_official`, one walk for NCSN++ and DDPM).
 
 Typical use:
     net = build_from_official_config(config)   # config: the official model/data/training groups
@@ -165,8 +165,11 @@ _OFFICIAL_BUILDERS = {"ncsnpp": _build_ncsnpp, "ddpm": _build_ddpm}
 # The official construction order, walked over our modules.
 # ---------------------------------------------------------------------------------------------
 
-def _walk_ncsnpp(net: NCSNpp) -> Iterator[nn.Module]:
-    """Our modules in the order official NCSNpp.__init__ appends them to `all_modules`."""
+def _walk_official(net: nn.Module) -> Iterator[nn.Module]:
+    """Our modules of an NCSNpp or DDPM in the order the official constructor appends them to
+    `all_modules`. Parts a network lacks (DDPM: Fourier features, pyramids) are None and skipped;
+    the official pyramid resamplers without weights (input_skip's, output_skip's) are not in the
+    official list."""
     if net.time_embed is not None:
         if net.time_embed.fourier is not None:
             yield net.time_embed.fourier
@@ -180,7 +183,6 @@ def _walk_ncsnpp(net: NCSNpp) -> Iterator[nn.Module]:
                 yield level.attns[i]
         if level.downsample is not None:
             yield level.downsample
-            # input_skip: the official pyramid resampler has no weights and is not in the list.
             if level.pyramid_combine is not None:
                 yield level.pyramid_combine
             elif level.pyramid_downsample is not None:
@@ -192,12 +194,11 @@ def _walk_ncsnpp(net: NCSNpp) -> Iterator[nn.Module]:
         yield from level.blocks
         if level.attn is not None:
             yield level.attn
-        if net.progressive == "residual" and level.pyramid_upsample is not None:
-            yield level.pyramid_upsample
-        elif level.pyramid_norm is not None:
-            # output_skip's pyramid upsampler (like input_skip's) is not in the official list.
+        if level.pyramid_norm is not None:  # output_skip (every level), residual (coarsest)
             yield level.pyramid_norm
             yield level.pyramid_conv
+        elif level.pyramid_upsample is not None:  # residual: its learned upsampler
+            yield level.pyramid_upsample
         if level.upsample is not None:
             yield level.upsample
     if net.norm_out is not None:
@@ -205,33 +206,7 @@ def _walk_ncsnpp(net: NCSNpp) -> Iterator[nn.Module]:
         yield net.conv_out
 
 
-def _walk_ddpm(net: DDPM) -> Iterator[nn.Module]:
-    """Our modules in the order official DDPM.__init__ appends them to `all_modules`."""
-    if net.time_embed is not None:
-        yield net.time_embed.linear1
-        yield net.time_embed.linear2
-    yield net.conv_in
-    for level in net.down.values():
-        for i, block in enumerate(level.blocks):
-            yield block
-            if len(level.attns) > 0:
-                yield level.attns[i]
-        if level.downsample is not None:
-            yield level.downsample
-    yield net.mid.block1
-    yield net.mid.attn
-    yield net.mid.block2
-    for level in net.up.values():
-        yield from level.blocks
-        if level.attn is not None:
-            yield level.attn
-        if level.upsample is not None:
-            yield level.upsample
-    yield net.norm_out
-    yield net.conv_out
-
-
-_OFFICIAL_WALKS = {NCSNpp: _walk_ncsnpp, DDPM: _walk_ddpm}
+_OFFICIAL_NETWORKS = (NCSNpp, DDPM)
 
 
 # Official attribute names of the parts of each layer, in official registration order.
@@ -294,13 +269,12 @@ def official_key_map(net: nn.Module) -> Dict[str, Optional[str]]:
             lacks (e.g. a class embedding).
     """
     inner, prefix = (net.net, "net.") if isinstance(net, OfficialScoreModel) else (net, "")
-    walk = _OFFICIAL_WALKS.get(type(inner))
-    if walk is None:
+    if type(inner) not in _OFFICIAL_NETWORKS:
         raise ValueError(f"{type(inner).__name__} has no official counterpart; supported: "
-                         f"{[cls.__name__ for cls in _OFFICIAL_WALKS]}.")
+                         f"{[cls.__name__ for cls in _OFFICIAL_NETWORKS]}.")
     key_map: Dict[str, Optional[str]] = {"sigmas": "sigmas" if prefix else None}
     names = {id(module): name for name, module in inner.named_modules()}
-    for index, module in enumerate(walk(inner)):
+    for index, module in enumerate(_walk_official(inner)):
         our_prefix = prefix + names[id(module)] + "."
         for official, ours in _official_params(module, f"all_modules.{index}.", our_prefix):
             key_map[official] = ours

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from .ode import is_adaptive, odeint
+from .ode import batch_error_norm, is_adaptive, odeint
 from .score import CountingScore
 from .utils import check_end_time, check_finite, check_positive_int, data_dim
 
@@ -120,10 +120,11 @@ def log_likelihood(
     method: str = "RK45",
     n_probes: int = 1,
     generator: Optional[torch.Generator] = None,
-    progress: bool = False,
+    progress=False,
     *,
     vjp_chunk: Optional[int] = None,
-    error_norm: str = "rms",
+    error_norm: Optional[str] = None,
+    controller: str = "standard",
 ) -> LogLikelihood:
     """log p(x) in nats by the probability-flow ODE from t = eps to T (eq. 39, App. D.2).
 
@@ -145,19 +146,23 @@ def log_likelihood(
         evaluation: exact, d times the backward cost).
       rtol, atol: tolerances of the ODE solver (> 0).
       eps: start time in (0, T); 1e-5 as in Song et al.
-      method: an `sde_lib.ode.odeint` method ("RK45" as the official code, or the on-device
-        "dopri5"; fixed-step methods are refused).
+      method: an adaptive `sde_lib.ode.odeint` method ("RK45" as the official code, or the
+        on-device "dopri5"; fixed-step methods are refused).
       n_probes: number of Hutchinson probes (>= 1), all carried by the same solve: the ODE for x
         does not depend on them, so each probe costs one more vector-Jacobian product per
         evaluation and no score call. The result is their mean, with a standard error.
       generator: torch.Generator for the probes.
-      progress: tqdm bar over time.
+      progress: False, True (own tqdm bar) or an object with update(float) that receives the
+        fractions of [eps, T] covered (`sde_lib.progress`).
       vjp_chunk: vector-Jacobian products batched per autograd call (`is_grads_batched`, i.e.
         vmap over the backward pass); 1 loops over them. Default: as many as keep one call under
         2^14 numbers on CPU (a loop for large batches, vmap for tiny ones) and 2^22 elsewhere;
         tune it for your model and device.
-      error_norm: see `odeint` ("rms" over the whole batch, as scipy, or "per_example"; the
-        latter needs a torch method).
+      error_norm: see `odeint` ("rms" over the whole batch, as scipy, or "per_example", every
+        example meets the tolerance, torch methods only). Default `ode.batch_error_norm(method)`:
+        "per_example" for the torch methods, so that a point's value does not depend on the rest
+        of its batch beyond the solver's error; "rms" for scipy's.
+      controller: step-size control of the torch methods (see `odeint`).
 
     Returns:
       `LogLikelihood`, which unpacks as (logp, z, nfe): logp (B,) float64 nats, z (shape and
@@ -165,8 +170,8 @@ def log_likelihood(
       `.prior_logp`, `.delta_logp`.
 
     Raises:
-      ValueError: unknown divergence or method, eps outside (0, T), non-finite x, n_probes < 1,
-        n_probes > 1 with the exact divergence, rtol or atol <= 0.
+      ValueError: unknown divergence, method, error_norm or controller, eps outside (0, T),
+        non-finite x, n_probes < 1, n_probes > 1 with the exact divergence, rtol or atol <= 0.
     """
     if divergence not in DIVERGENCES:
         raise ValueError(f"divergence={divergence!r} is not one of {list(DIVERGENCES)}")
@@ -184,6 +189,7 @@ def log_likelihood(
         raise ValueError(
             f"method={method!r}: the likelihood needs an adaptive method, not a fixed-step one"
         )
+    error_norm = batch_error_norm(method) if error_norm is None else error_norm
 
     batch, d, dtype, device = x.shape[0], data_dim(x), x.dtype, x.device
     probes = None if divergence == "exact" else _draw_probes(divergence, n_probes, x, generator)
@@ -211,7 +217,7 @@ def log_likelihood(
     with torch.no_grad():
         state1, _ = odeint(
             joint_rhs, state0, eps, sde.T, method=method, rtol=rtol, atol=atol, progress=progress,
-            error_norm=error_norm,
+            error_norm=error_norm, controller=controller,
         )
     z64 = state1[:, :d].reshape(x.shape)
     prior_logp = sde.prior_logp(z64)

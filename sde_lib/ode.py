@@ -6,24 +6,41 @@ One entry point, `odeint(func, y0, t0, t1, method=...)`, with three families of 
     `scipy.integrate.solve_ivp`, stepped one by one. The state is flattened to a float64 numpy
     vector, as the official code does; every evaluation is a device -> host round trip.
   * adaptive torch (`ADAPTIVE_TABLEAUS`: "dopri5", "bosh3"): embedded explicit Runge-Kutta pairs
-    with FSAL that keep the state on its device and in its dtype. One host sync per attempted step
-    (the accept/reject decision). Step-size control and error norm: see `_solve_adaptive`.
-  * fixed-step torch (`FIXED_TABLEAUS`: "euler", "heun", "midpoint", "rk4"): `n_steps` uniform
-    steps, for fast sampling; no host sync at all.
+    with FSAL that keep the state on its device and in its dtype. With the default controller
+    ("standard") they are scipy's RK45 and RK23 step for step (same embedded pair, initial step,
+    error norm and step-size rule), with one host sync per attempted step; "pi" is Hairer's PI
+    controller; "torchdiffeq" runs torchdiffeq's solver of the same name (its own error estimate
+    and step-size rule; see `odeint`).
+  * fixed-step torch (`FIXED_METHODS`: "euler", "heun", "midpoint", "rk4"): `n_steps` uniform
+    steps of torchdiffeq's fixed-grid solvers, for fast sampling; no host sync at all.
+
+Why the adaptive pairs are not torchdiffeq's by default: torchdiffeq's "dopri5" estimates its
+error with Shampine's embedded solution instead of Dormand & Prince's, its step-size rule never
+shrinks the step after an accepted step nor holds it after a rejection, and it cannot reproduce
+scipy's steps; on the mixtures it takes about as many evaluations with mostly larger errors
+(benchmarks/RESULTS.md, section 3, "The probability-flow ODE on torchdiffeq").
+
+The error norm decides how the examples of a batch share the tolerance: "rms" (scipy's, and the
+default of `odeint`, which does not know what a batch is) lets a hard example hide behind easy
+ones, so its result depends on its batch; "per_example" makes every example meet the tolerance
+and is the default of `probability_flow_sample` and `likelihood.log_likelihood` for the torch
+methods (`batch_error_norm`).
 
 The number of function evaluations is counted by wrapping `func`, so it is exact for every method
 (scipy's implicit methods also spend evaluations on finite-difference Jacobians: those count).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+import torchdiffeq
 
+from .progress import progress_bar
 from .score import CountingScore
 from .utils import check_end_time, check_finite
 
@@ -32,20 +49,20 @@ ODEFunc = Callable[[float, Tensor], Tensor]
 
 
 # ---------------------------------------------------------------------------------------------
-# Butcher tableaux
+# Methods
 
 
 @dataclass(frozen=True)
 class ButcherTableau:
-    """An explicit Runge-Kutta method: stage i is evaluated at t + c_i h, y + h sum_j a_ij k_j.
+    """An embedded explicit Runge-Kutta pair: stage i is evaluated at t + c_i h, y + h sum_j a_ij k_j.
 
     Attributes:
       c: nodes, one per stage.
       a: rows of the strictly lower-triangular matrix, row i has i entries.
       b: weights of the propagated solution y_new = y + h sum_i b_i k_i.
       order: order of the propagated solution.
-      b_err: for embedded pairs, weights of the error estimate err = h sum_i e_i k_i over the stages
-        plus one more entry for the FSAL stage k = f(t + h, y_new); None for fixed-step methods.
+      b_err: weights of the error estimate err = h sum_i e_i k_i over the stages plus one more
+        entry for the FSAL stage k = f(t + h, y_new).
       error_order: order q of the embedded (lower-order) solution; the local error is O(h^(q+1)).
     """
 
@@ -53,8 +70,8 @@ class ButcherTableau:
     a: Tuple[Tuple[float, ...], ...]
     b: Tuple[float, ...]
     order: int
-    b_err: Optional[Tuple[float, ...]] = None
-    error_order: Optional[int] = None
+    b_err: Tuple[float, ...]
+    error_order: int
 
 
 # Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", RK5(4)7M; the 7th stage is
@@ -88,22 +105,33 @@ BOSH3 = ButcherTableau(
     error_order=2,
 )
 
-EULER = ButcherTableau(c=(0.0,), a=((),), b=(1.0,), order=1)
-HEUN = ButcherTableau(c=(0.0, 1.0), a=((), (1.0,)), b=(0.5, 0.5), order=2)  # explicit trapezoid
-MIDPOINT = ButcherTableau(c=(0.0, 0.5), a=((), (0.5,)), b=(0.0, 1.0), order=2)
-RK4 = ButcherTableau(
-    c=(0.0, 0.5, 0.5, 1.0),
-    a=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
-    b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
-    order=4,
-)
+
+@dataclass(frozen=True)
+class FixedStepMethod:
+    """A fixed-step explicit Runge-Kutta method, run by torchdiffeq's fixed-grid solver `name`.
+
+    Attributes:
+      name: the torchdiffeq method.
+      c: nodes of the stages (one evaluation each).
+      order: order of the method (global error O(h^order)).
+    """
+
+    name: str
+    c: Tuple[float, ...]
+    order: int
+
 
 SCIPY_METHODS = ("RK45", "RK23", "DOP853", "Radau", "BDF", "LSODA")
 ADAPTIVE_TABLEAUS = {"dopri5": DOPRI5, "bosh3": BOSH3}
-FIXED_TABLEAUS = {"euler": EULER, "heun": HEUN, "midpoint": MIDPOINT, "rk4": RK4}
-METHODS = SCIPY_METHODS + tuple(ADAPTIVE_TABLEAUS) + tuple(FIXED_TABLEAUS)
+FIXED_METHODS = {
+    "euler": FixedStepMethod("euler", (0.0,), 1),
+    "heun": FixedStepMethod("heun2", (0.0, 1.0), 2),  # explicit trapezoid
+    "midpoint": FixedStepMethod("midpoint", (0.0, 0.5), 2),
+    "rk4": FixedStepMethod("rk4", (0.0, 1 / 3, 2 / 3, 1.0), 4),  # Kutta's 3/8 rule
+}
+METHODS = SCIPY_METHODS + tuple(ADAPTIVE_TABLEAUS) + tuple(FIXED_METHODS)
 ERROR_NORMS = ("rms", "per_example")
-CONTROLLERS = ("standard", "pi")
+CONTROLLERS = ("standard", "pi", "torchdiffeq")
 
 # Step-size control constants (Hairer, Norsett & Wanner, Solving ODEs I, sec. II.4; also scipy's).
 _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
@@ -112,14 +140,22 @@ _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
 def is_adaptive(method: str) -> bool:
     """Whether `method` chooses its own steps (rtol/atol) rather than taking `n_steps`."""
     _check_method(method)
-    return method not in FIXED_TABLEAUS
+    return method not in FIXED_METHODS
+
+
+def batch_error_norm(method: str) -> str:
+    """The error norm for a batch of independent examples: "per_example" for the torch adaptive
+    methods (each example meets the tolerance, whatever else is in its batch), "rms" for the
+    others (scipy's solvers have only their own RMS norm; fixed-step methods use none)."""
+    _check_method(method)
+    return "per_example" if method in ADAPTIVE_TABLEAUS else "rms"
 
 
 def _check_method(method) -> None:
     if method not in METHODS:
         raise ValueError(
             f"method={method!r} is not a known ODE method; valid: scipy {list(SCIPY_METHODS)}, "
-            f"adaptive torch {list(ADAPTIVE_TABLEAUS)}, fixed-step torch {list(FIXED_TABLEAUS)}"
+            f"adaptive torch {list(ADAPTIVE_TABLEAUS)}, fixed-step torch {list(FIXED_METHODS)}"
         )
 
 
@@ -128,13 +164,13 @@ def _check_method(method) -> None:
 
 
 class _Counted:
-    """Wraps func(t, y) and counts its calls."""
+    """Wraps func(t, y) and counts its calls; passes t on as a Python float."""
 
     def __init__(self, func: ODEFunc):
         self.func = func
         self.calls = 0
 
-    def __call__(self, t: float, y: Tensor) -> Tensor:
+    def __call__(self, t, y: Tensor) -> Tensor:
         self.calls += 1
         return self.func(float(t), y)
 
@@ -148,7 +184,7 @@ def odeint(
     method: str = "RK45",
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    progress: bool = False,
+    progress=False,
     n_steps: Optional[int] = None,
     error_norm: str = "rms",
     controller: str = "standard",
@@ -159,24 +195,30 @@ def odeint(
 
     Args:
       func: func(t, y) -> dy/dt with t a Python float and y, dy/dt tensors shaped like y0.
-      y0: initial state, any shape. The torch methods keep its device and dtype; the scipy
-        methods integrate in float64 on the host and hand `func` tensors in y0's dtype and device.
+      y0: initial state, any shape. The torch methods keep its device and dtype (torchdiffeq's
+        solvers hand `func` times rounded to that dtype); the scipy methods integrate in float64
+        on the host and hand `func` tensors in y0's dtype and device.
       t0, t1: start and end times (floats), t0 != t1.
       method: one of `METHODS` (see the module docstring).
       rtol, atol: relative and absolute tolerances of the adaptive methods, > 0. The local error
         estimate err is accepted when norm(err / (atol + rtol * max(|y|, |y_new|))) < 1.
-      progress: show a tqdm bar over |t1 - t0|.
+      progress: False, True (own tqdm bar) or an object with update(float) that receives the
+        fractions of |t1 - t0| covered (`sde_lib.progress`).
       n_steps: number of uniform steps; required for the fixed-step methods, invalid otherwise.
       error_norm: torch adaptive methods only. "rms": root mean square over the whole state, as
         scipy (examples in a batch share one tolerance budget); "per_example": RMS over every
         dimension but the first, then the max over the first (batch) dimension, so every example
-        meets the tolerance on its own (stricter, more steps).
+        meets the tolerance on its own (stricter, a few more steps).
       controller: torch adaptive methods only. "standard": h *= 0.9 err^(-1/(q+1)) clipped to
-        [0.2, 10], as scipy; "pi": the PI controller of Hairer & Wanner's DOPRI5,
-        h *= 0.9 err^(-1/(q+1) + 0.75 beta) err_prev^beta, beta = 0.2 / (q + 1).
+        [0.2, 10] and not above 1 right after a rejection, as scipy; "pi": the PI controller of
+        Hairer & Wanner's DOPRI5, h *= 0.9 err^(-1/(q+1) + 0.75 beta) err_prev^beta,
+        beta = 0.2 / (q + 1); "torchdiffeq": torchdiffeq's own solver of that name (its dopri5
+        estimates the error with Shampine's embedded solution; its step-size rule keeps the step
+        after an accepted step with err > 0.59 where scipy's shrinks it), landing on t1.
       first_step: initial step size of the adaptive methods; default chosen as in Hairer et al.,
         Solving ODEs I, sec. II.4 (one extra evaluation).
-      max_steps: give up (RuntimeError) after this many accepted steps.
+      max_steps: give up (RuntimeError) after this many steps (accepted ones; with
+        controller="torchdiffeq" attempted ones).
 
     Returns:
       (y1, nfev): the state at t1 (shape, dtype and device of y0) and the exact number of calls
@@ -184,7 +226,8 @@ def odeint(
 
     Raises:
       ValueError: unknown method, error_norm or controller; rtol or atol <= 0; t0 == t1; a bad
-        n_steps.
+        n_steps; an error_norm or controller other than the defaults with a scipy method.
+      TypeError: y0 is not a tensor.
       RuntimeError: the adaptive step size underflows or max_steps is exceeded.
     """
     _check_method(method)
@@ -201,32 +244,35 @@ def odeint(
     t0, t1 = float(t0), float(t1)
     if t0 == t1 or not (math.isfinite(t0) and math.isfinite(t1)):
         raise ValueError(f"t0={t0!r}, t1={t1!r}: expected two different finite times")
-    if method in FIXED_TABLEAUS:
+    if method in FIXED_METHODS:
         if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(
                 f"n_steps={n_steps!r}: method {method!r} needs an integer n_steps >= 1"
             )
     elif n_steps is not None:
         raise ValueError(
-            f"n_steps={n_steps!r} applies only to the fixed-step methods {list(FIXED_TABLEAUS)}"
+            f"n_steps={n_steps!r} applies only to the fixed-step methods {list(FIXED_METHODS)}"
         )
     if method in SCIPY_METHODS and (error_norm != "rms" or controller != "standard"):
         raise ValueError(
             f"scipy method {method!r} has its own step control: error_norm must be 'rms' and "
-            "controller 'standard'"
+            "controller 'standard'; for other norms or controllers use 'dopri5' or 'bosh3'"
         )
 
     counted = _Counted(func)
-    with tqdm(total=abs(t1 - t0), desc=f"ODE {method}", disable=not progress, unit="t") as bar:
+    with progress_bar(progress, abs(t1 - t0), f"ODE {method}", unit="t") as bar:
         if method in SCIPY_METHODS:
             y1 = _solve_scipy(counted, y0, t0, t1, method, rtol, atol, first_step, max_steps, bar)
-        elif method in ADAPTIVE_TABLEAUS:
+        elif method in FIXED_METHODS or controller == "torchdiffeq":
+            y1 = _solve_torchdiffeq(
+                counted, y0, t0, t1, method, rtol, atol, n_steps, error_norm, first_step,
+                max_steps, bar,
+            )
+        else:
             y1 = _solve_adaptive(
                 counted, y0, t0, t1, ADAPTIVE_TABLEAUS[method], rtol, atol, error_norm,
                 controller, first_step, max_steps, bar,
             )
-        else:
-            y1 = _solve_fixed(counted, y0, t0, t1, FIXED_TABLEAUS[method], n_steps, bar)
     return y1, counted.calls
 
 
@@ -261,6 +307,49 @@ def _solve_scipy(func, y0, t0, t1, method, rtol, atol, first_step, max_steps, ba
     return torch.as_tensor(solver.y).reshape(shape).to(device=device, dtype=dtype)
 
 
+class _TorchdiffeqFunc:
+    """func for torchdiffeq: counts through `counted` and reports each step's length to `bar`
+    by the callback torchdiffeq calls on it (per accepted step, or per step of a fixed grid)."""
+
+    def __init__(self, counted: _Counted, bar, adaptive: bool):
+        self.counted = counted
+        report = lambda t0, y0, dt: bar.update(abs(float(dt)))  # noqa: E731
+        setattr(self, "callback_accept_step" if adaptive else "callback_step", report)
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        return self.counted(t, y)
+
+
+def _solve_torchdiffeq(func, y0, t0, t1, method, rtol, atol, n_steps, error_norm, first_step,
+                       max_steps, bar) -> Tensor:
+    """torchdiffeq.odeint from t0 to t1: a fixed grid of n_steps uniform steps, or an adaptive
+    solver told to land on t1 (`step_t`) rather than to step past it and interpolate."""
+    times = torch.tensor([t0, t1], dtype=torch.float64, device=y0.device)
+    adaptive = method not in FIXED_METHODS
+    if adaptive:
+        name = method
+        options = {"norm": functools.partial(_norm, per_example=error_norm == "per_example"),
+                   "step_t": times[1:], "max_num_steps": max_steps}
+        if first_step is not None:
+            options["first_step"] = first_step
+    else:
+        name = FIXED_METHODS[method].name
+        grid = torch.linspace(t0, t1, n_steps + 1, dtype=torch.float64, device=y0.device)
+        # torchdiffeq negates times (and this grid) itself when t1 < t0
+        options = {"grid_constructor": lambda f, y, t: grid}
+    try:
+        ys = torchdiffeq.odeint(_TorchdiffeqFunc(func, bar, adaptive), y0, times, rtol=rtol,
+                                atol=atol, method=name, options=options)
+    except AssertionError as error:  # torchdiffeq reports these two by assert
+        message = str(error)
+        if message.startswith("underflow in dt"):
+            raise RuntimeError(f"step size underflow ({message}): the ODE may be stiff or blow up") from None
+        if message.startswith("max_num_steps exceeded"):
+            raise RuntimeError(f"more than max_steps={max_steps} steps before t1={t1}") from None
+        raise
+    return ys[-1]
+
+
 def _rk_stages(func, t, y, h, tableau: ButcherTableau, k0: Tensor):
     """Stages k_i = func(t + c_i h, y + h sum_j a_ij k_j), given k_0 = func(t, y); and y_new."""
     ks = [k0]
@@ -275,17 +364,6 @@ def _rk_stages(func, t, y, h, tableau: ButcherTableau, k0: Tensor):
         if b_i != 0.0:
             y_new = y_new + (h * b_i) * k_i
     return ks, y_new
-
-
-def _solve_fixed(func, y0, t0, t1, tableau, n_steps, bar) -> Tensor:
-    """n_steps uniform explicit Runge-Kutta steps; len(tableau.c) evaluations each."""
-    h = (t1 - t0) / n_steps
-    y = y0
-    for i in range(n_steps):
-        t = t0 + i * h
-        _, y = _rk_stages(func, t, y, h, tableau, func(t, y))
-        bar.update(abs(h))
-    return y
 
 
 def _norm(x: Tensor, per_example: bool) -> Tensor:
@@ -390,9 +468,10 @@ def probability_flow_sample(
     method: str = "RK45",
     rtol: float = 1e-5,
     atol: float = 1e-5,
-    progress: bool = False,
+    progress=False,
     n_steps: Optional[int] = None,
-    error_norm: str = "rms",
+    error_norm: Optional[str] = None,
+    controller: str = "standard",
 ) -> Tuple[Tensor, int]:
     """Integrate the probability-flow ODE dx = [f(x, t) - 1/2 g(t)^2 score(x, t)] dt (eq. 13)
     from t = T down to t = eps.
@@ -405,14 +484,21 @@ def probability_flow_sample(
       score_fn: score_fn(x, t) -> grad_x log p_t(x), shape of x; t is (B,).
       x_T: samples of the prior, (B, *data_shape).
       eps: end time, in (0, T); 1e-3 for sampling as in Song et al.
-      method, rtol, atol, progress, n_steps, error_norm: see `odeint`.
+      method, rtol, atol, progress, n_steps, controller: see `odeint`.
+      error_norm: see `odeint`; default `batch_error_norm(method)`: "per_example" for the torch
+        adaptive methods, so that a sample does not depend on the rest of its batch beyond the
+        solver's tolerance, "rms" for scipy's.
 
     Returns:
       (x_eps, nfe): samples at t = eps (shape, dtype and device of x_T) and the exact number of
       score_fn calls.
+
+    Raises:
+      ValueError: eps outside (0, T), a non-finite x_T, or a bad solver option (see `odeint`).
     """
     eps = check_end_time(eps, sde.T)
     check_finite("x_T", x_T)
+    error_norm = batch_error_norm(method) if error_norm is None else error_norm
     counted = CountingScore(score_fn)
     reverse = sde.reverse(counted, probability_flow=True)
     batch, dtype, device = x_T.shape[0], x_T.dtype, x_T.device
@@ -424,6 +510,6 @@ def probability_flow_sample(
     with torch.no_grad():
         x_eps, _ = odeint(
             drift, x_T.to(torch.float64), sde.T, eps, method=method, rtol=rtol, atol=atol,
-            progress=progress, n_steps=n_steps, error_norm=error_norm,
+            progress=progress, n_steps=n_steps, error_norm=error_norm, controller=controller,
         )
     return x_eps.to(dtype), counted.nfe

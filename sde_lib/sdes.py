@@ -16,6 +16,8 @@ Time conventions (shared with the official score_sde code):
 from __future__ import annotations
 
 import abc
+import functools
+import inspect
 import math
 from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
@@ -36,9 +38,11 @@ def _f64(t: Tensor) -> Tensor:
 class SDE(abc.ABC):
     """A forward SDE with a Gaussian perturbation kernel and an N-level discretisation.
 
-    Subclasses implement `drift_coeff`, `diffusion`, `marginal_coeffs`, `prior_std` and
-    `discrete_marginal_coeffs`; everything a sampler, loss or likelihood needs is derived here,
-    so that no code outside this module has to ask which SDE it was given.
+    Subclasses implement `drift_coeff`, `diffusion`, `marginal_coeffs`, `prior_std`,
+    `discrete_marginal_coeffs` and `network_time_label`, and keep each constructor argument as an
+    attribute of the same name (so that `constructor_kwargs` can rebuild them); everything a
+    sampler, loss or likelihood needs is derived here, so that no code outside this module has to
+    ask which SDE it was given.
     """
 
     # Noise of the ancestral predictor: "transition" uses the forward step's variance (DDPM's
@@ -81,8 +85,30 @@ class SDE(abc.ABC):
         """The time label a score network is trained with (see subclasses)."""
 
     def constructor_kwargs(self) -> dict:
-        """Keyword arguments that rebuild this SDE (used by `with_num_levels`)."""
-        raise NotImplementedError
+        """Keyword arguments that rebuild this SDE (used by `with_num_levels` and repr).
+
+        By default every named parameter of the class's constructor, read from the attribute of
+        the same name (`self.N`, `self.beta_min`, ...). Override it if a constructor argument is
+        not kept under its own name.
+
+        Raises:
+          TypeError: a constructor parameter has no attribute of its name, or the constructor
+            takes *args / **kwargs; the message names the parameter and the fix.
+        """
+        cls = type(self).__name__
+        kwargs = {}
+        for p in list(inspect.signature(type(self).__init__).parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise TypeError(
+                    f"{cls}.__init__ takes {p}: constructor_kwargs cannot tell its arguments from "
+                    f"the signature; override {cls}.constructor_kwargs() to return them")
+            if not hasattr(self, p.name):
+                raise TypeError(
+                    f"{cls}.__init__ has the parameter {p.name!r} but the instance has no "
+                    f"attribute self.{p.name}; store it as self.{p.name} in __init__ or override "
+                    f"{cls}.constructor_kwargs() to return the arguments that rebuild the SDE")
+            kwargs[p.name] = getattr(self, p.name)
+        return kwargs
 
     # ------------------------------------------------------------------ the official interface
     def sde(self, x: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:
@@ -250,7 +276,10 @@ class SDE(abc.ABC):
         return type(self)(**{**self.constructor_kwargs(), "N": N})
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.constructor_kwargs().items())
+        try:
+            args = ", ".join(f"{k}={v!r}" for k, v in self.constructor_kwargs().items())
+        except TypeError:  # a repr must not raise; with_num_levels reports the problem
+            args = f"N={self.N}, ..."
         return f"{type(self).__name__}({args})"
 
 
@@ -261,6 +290,11 @@ class VPSDE(SDE):
     the N-level chain has DDPM's beta_i = beta_min/N + i (beta_max - beta_min) / (N (N-1)), so
     `VPSDE(0.1, 20, 1000)` has beta_1 = 1e-4 ... beta_1000 = 0.02 (Ho et al. 2020).
 
+    A new schedule is a subclass that overrides `beta(t)` and `log_mean_coeff(t)` (both, or the
+    constructor raises TypeError). Its chain is made of the schedule's exact one-level
+    transitions, beta_i = 1 - alpha_bar(t_i) / alpha_bar(t_i - dt) with dt = T / (N - 1), so
+    `log_mean_coeff` must also be defined one level below t = 0 (the step into level 0).
+
     Network time labels (official): continuous 999 t; discrete the DDPM timestep i(t).
     """
 
@@ -270,15 +304,32 @@ class VPSDE(SDE):
         self.beta_max = check_positive("beta_max", beta_max)
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max={beta_max} must be >= beta_min={beta_min}")
-        # DDPM's beta_i, i = 0..N-1 (float64; Ho et al. 2020 use linspace(1e-4, 0.02, 1000)).
-        self.discrete_betas = self._discrete_betas()
-        self.alphas_cumprod = torch.cumprod(1.0 - self.discrete_betas, dim=0)
+        own = {name: getattr(type(self), name) is not getattr(VPSDE, name)
+               for name in ("beta", "log_mean_coeff")}
+        if own["beta"] != own["log_mean_coeff"]:
+            new, missing = ("beta", "log_mean_coeff") if own["beta"] else ("log_mean_coeff", "beta")
+            raise TypeError(
+                f"{type(self).__name__} overrides {new}(t) but not {missing}(t): a VP schedule is "
+                f"the pair beta(t), log alpha(t) = -1/2 int_0^t beta; override both")
+        self._linear_schedule = not own["beta"]
 
-    def constructor_kwargs(self) -> dict:
-        return {"beta_min": self.beta_min, "beta_max": self.beta_max, "N": self.N}
+    @functools.cached_property
+    def discrete_betas(self) -> Tensor:
+        """beta_i of the N-level chain, i = 0..N-1: (N,) float64, computed on first use."""
+        return self._discrete_betas()
+
+    @functools.cached_property
+    def alphas_cumprod(self) -> Tensor:
+        """alpha_bar_i = prod_{j <= i} (1 - beta_j): (N,) float64."""
+        return torch.cumprod(1.0 - self.discrete_betas, dim=0)
 
     def _discrete_betas(self) -> Tensor:
-        return torch.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N, dtype=torch.float64)
+        if self._linear_schedule:  # DDPM's betas (Ho et al. 2020: linspace(1e-4, 0.02, 1000))
+            return torch.linspace(self.beta_min / self.N, self.beta_max / self.N, self.N, dtype=torch.float64)
+        t = self.discrete_time(torch.arange(self.N))
+        dt = self.T / max(self.N - 1, 1)
+        # 1 - alpha_bar(t) / alpha_bar(t - dt) = -expm1(2 (log alpha(t) - log alpha(t - dt)))
+        return -torch.expm1(2.0 * (self.log_mean_coeff(t) - self.log_mean_coeff(t - dt)))
 
     # beta(t) and log alpha(t) = -1/2 int_0^t beta(s) ds define a VP SDE; subclasses change them.
     def beta(self, t: Tensor) -> Tensor:
@@ -332,8 +383,8 @@ class CosineVPSDE(VPSDE):
     alpha_bar(t) = cos^2(phi(t)) / cos^2(phi(0)), phi(t) = (t + s) / (1 + s) * pi / 2, so
     beta(t) = -d log alpha_bar / dt = pi / (1 + s) * tan(phi(t)). beta diverges at t = 1, so the
     process ends at T < 1 (default 0.9946, where alpha_bar ~ 7e-5, as in DPM-Solver's cosine
-    schedule). The chain's beta_i = 1 - alpha_bar(t_i) / alpha_bar(t_{i-1}) are the exact
-    one-level transitions, clipped at `max_beta` = 0.999 as Nichol & Dhariwal do.
+    schedule). The chain's beta_i are the exact one-level transitions of every VP schedule but
+    DDPM's (see `VPSDE`), clipped at `max_beta` = 0.999 as Nichol & Dhariwal do.
     """
 
     def __init__(self, s: float = 0.008, T: float = 0.9946, N: int = 1000, max_beta: float = 0.999):
@@ -344,9 +395,6 @@ class CosineVPSDE(VPSDE):
         self.max_beta = float(max_beta)
         self._phi0 = 0.5 * math.pi * self.s / (1.0 + self.s)
         super().__init__(beta_min=self.beta(torch.zeros(1)).item(), beta_max=self.beta(torch.full((1,), T)).item(), N=N)
-
-    def constructor_kwargs(self):
-        return {"s": self.s, "T": self._T, "N": self.N, "max_beta": self.max_beta}
 
     @property
     def T(self):
@@ -364,12 +412,7 @@ class CosineVPSDE(VPSDE):
         return torch.log1p(-2.0 * torch.sin(0.5 * d).square() - math.tan(self._phi0) * torch.sin(d))
 
     def _discrete_betas(self):
-        i = torch.arange(self.N, dtype=torch.float64)
-        t = self.discrete_time(i)
-        dt = self.T / max(self.N - 1, 1)
-        # 1 - alpha_bar(t) / alpha_bar(t - dt) = -expm1(2 (log alpha(t) - log alpha(t - dt)))
-        betas = -torch.expm1(2.0 * (self.log_mean_coeff(t) - self.log_mean_coeff(t - dt)))
-        return betas.clamp(0.0, self.max_beta)
+        return super()._discrete_betas().clamp(0.0, self.max_beta)
 
 
 class subVPSDE(VPSDE):
@@ -424,9 +467,6 @@ class VESDE(SDE):
         self.discrete_sigmas = torch.exp(
             torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), N, dtype=torch.float64)
         )
-
-    def constructor_kwargs(self):
-        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N}
 
     def sigma(self, t: Tensor) -> Tensor:
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** _f64(t)

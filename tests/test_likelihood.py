@@ -182,6 +182,22 @@ def test_float32_data_and_other_scipy_method():
     assert ((res.logp - ref.logp).abs() / 2).max().item() < 1e-3
 
 
+def test_torch_methods_default_to_the_per_example_norm():
+    """dopri5 without an error_norm is dopri5 with error_norm="per_example" (`ode.batch_error_norm`),
+    and each point meets its target alone as in a batch: 1e-3 nats / dim, as the per-example rows
+    of test_exact_divergence_2d [measured <= 3e-4]. torchdiffeq's own solver meets it too."""
+    sde = VPSDE()
+    gm = _mixture((2,))
+    x = _data(gm, 40)
+    default = log_likelihood(sde, gm.score_fn(sde), x, "exact", method="dopri5")
+    explicit = log_likelihood(sde, gm.score_fn(sde), x, "exact", method="dopri5", error_norm="per_example")
+    assert torch.equal(default.logp, explicit.logp) and default.nfe == explicit.nfe
+    library = log_likelihood(sde, gm.score_fn(sde), x, "exact", method="dopri5", controller="torchdiffeq")
+    for res in (default, library):
+        target, _ = _target(gm, sde, x, res.z)
+        assert ((res.logp - target).abs() / 2).max().item() < 1e-3
+
+
 def test_prior_mismatch():
     sde = VESDE()
     z = sde.prior_sampling((5, 3), generator=torch.Generator().manual_seed(0), dtype=F64)
@@ -217,6 +233,8 @@ def test_errors():
         log_likelihood(sde, score, x, rtol=0.0)
     with pytest.raises(ValueError, match="error_norm"):
         log_likelihood(sde, score, x, error_norm="per_example")  # scipy RK45 has its own norm
+    with pytest.raises(ValueError, match="controller"):
+        log_likelihood(sde, score, x, method="dopri5", controller="fast")
     with pytest.raises(ValueError, match="batch"):
         log_likelihood(sde, score, x[0])
     assert DIVERGENCES == ("rademacher", "gaussian", "exact")
@@ -249,6 +267,31 @@ def test_bits_per_dim_is_invariant_to_the_scaling():
     torch.testing.assert_close(
         bits_per_dim(logp_centered, D, centered=True), bits_per_dim(logp_unit, D, centered=False)
     )
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_bits_per_dim_is_the_pixel_space_density(centered):
+    """Closed form for a non-uniform density: let the dequantised pixels y = k + u in [0, 256)^D
+    have density p_y = prod_j N(y_j; 100, 40^2) (any density works). The application's transforms
+    map y to model space x = scaler(y / 256) (x = y / 256, or 2 y / 256 - 1 when centered), so
+    log p_x(x) = log p_y(y) - D log(dx/dy) and the bits/dim of the pixels is -log2 p_y(y) / D.
+    `bits_per_dim` of log p_x must give exactly that: what the application's `bpd_offset`
+    (7 centered, 8 in [0, 1], nats in model space) computes."""
+    from sde_lib.data.transforms import scaler
+
+    D, shape = 48, (3, 4, 4)
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (5, *shape), generator=g).to(F64)
+    y = pixels + torch.rand(pixels.shape, generator=g, dtype=F64)
+    log_p_y = torch.distributions.Normal(100.0, 40.0).log_prob(y).flatten(1).sum(1)
+    dx_dy = (2.0 if centered else 1.0) / 256.0
+    x = scaler(centered)(y / 256.0)
+    torch.testing.assert_close(x, dx_dy * y - (1.0 if centered else 0.0))  # the map is affine
+    log_p_x = log_p_y - D * math.log(dx_dy)
+    expected = -log_p_y / (D * math.log(2.0))
+    torch.testing.assert_close(bits_per_dim(log_p_x, shape, centered=centered), expected,
+                               rtol=0, atol=1e-12)
+    assert dequantization_offset(centered=centered) == (7.0 if centered else 8.0)
 
 
 def test_offset_matches_the_official_formula():
