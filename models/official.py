@@ -88,18 +88,18 @@ class OfficialScoreModel(nn.Module):
         return h
 
 
-def _group(cfg: Mapping, name: str) -> Mapping:
+def _group(official: Mapping, name: str) -> Mapping:
     try:
-        return cfg[name]
+        return official[name]
     except (KeyError, AttributeError) as err:
         raise ValueError(f"The official config has no {name!r} group.") from err
 
 
-def build_from_official_config(cfg: Mapping) -> OfficialScoreModel:
-    """Our network, wrapped to behave exactly like the official network built from `cfg`.
+def build_from_official_config(official: Mapping) -> OfficialScoreModel:
+    """Our network, wrapped to behave exactly like the official network built from `official`.
 
     Args:
-        cfg: an official score_sde_pytorch config as a nested mapping (or ConfigDict) with the
+        official: an official score_sde_pytorch config as a nested mapping (or ConfigDict) with the
             groups `model` (name 'ncsnpp' or 'ddpm', its options, sigma_min/sigma_max/num_scales,
             scale_by_sigma), `data` (image_size, num_channels, centered) and `training`
             (continuous).
@@ -110,8 +110,8 @@ def build_from_official_config(cfg: Mapping) -> OfficialScoreModel:
     Raises:
         ValueError: for an unsupported model name or option.
     """
-    model, data = _group(cfg, "model"), _group(cfg, "data")
-    training = cfg["training"] if "training" in cfg else {}
+    model, data = _group(official, "model"), _group(official, "data")
+    training = official["training"] if "training" in official else {}
     name = str(model["name"]).lower()
     if name not in _OFFICIAL_BUILDERS:
         raise ValueError(

@@ -120,11 +120,13 @@ OTHER_VALUE = {
     "predictor": ("reverse_diffusion", "ancestral_sampling"), "corrector": ("ald", "langevin"),
     "step_size_rule": ("per_example", "batch"), "corrector_update": ("euler_maruyama", "leimkuhler_matthews"),
     "schedule": ("edm", "uniform"), "solver": ("heun", "milstein"), "error_norm": ("per_example", "rms"),
+    "controller": ("pi", "torchdiffeq"),
 }
 
 
 # Options that only apply together with another one.
-COMPANIONS = {("ode", "error_norm"): [("sampling.ode.solver", "dopri5")]}
+COMPANIONS = {("ode", "error_norm"): [("sampling.ode.solver", "dopri5")],
+              ("ode", "controller"): [("sampling.ode.solver", "dopri5")]}
 
 
 def _other_text(name, current, kind):

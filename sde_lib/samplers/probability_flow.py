@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from ..ode import ERROR_NORMS, SCIPY_METHODS, is_adaptive, probability_flow_sample
+from ..ode import CONTROLLERS, ERROR_NORMS, SCIPY_METHODS, is_adaptive, probability_flow_sample
 from ..ode import METHODS as ODE_METHODS
 from ..predictors import reverse_sde_final_step
 from ..utils import check_choice, check_positive
@@ -24,18 +24,26 @@ class ProbabilityFlowODE(SamplingMethod):
         the torch device; or a fixed-step method ("euler", "heun", "midpoint", "rk4") with N steps.
       rtol, atol: tolerances of adaptive solvers.
       error_norm: how an adaptive torch solver measures a step's error (`sde_lib.ode.odeint`);
-        None: the solver's default.
+        None: the solver's default (per example for dopri5/bosh3, so that a sample does not move
+        with its batch; scipy's RMS for scipy's solvers).
+      controller: step-size control of dopri5/bosh3: "standard" (scipy's, step for step),
+        "pi", or "torchdiffeq" (torchdiffeq's own adaptive solver).
     """
 
     solver: str = "RK45"
     rtol: float = 1e-5
     atol: float = 1e-5
     error_norm: Optional[str] = None
+    controller: str = "standard"
 
     def validate(self) -> None:
         check_choice("solver", self.solver, ODE_METHODS)
         check_positive("rtol", self.rtol)
         check_positive("atol", self.atol)
+        check_choice("controller", self.controller, CONTROLLERS)
+        if self.controller != "standard" and self.solver in SCIPY_METHODS:
+            raise ValueError(f"controller={self.controller!r}: scipy's {self.solver} has its own step"
+                             " control; use solver='dopri5' or 'bosh3'")
         if self.error_norm is not None:
             check_choice("error_norm", self.error_norm, ERROR_NORMS)
             if self.solver in SCIPY_METHODS and self.error_norm != "rms":
@@ -44,9 +52,9 @@ class ProbabilityFlowODE(SamplingMethod):
 
     def run(self, sde, score_fn, x, *, eps, denoise, N, generator, progress):
         n_steps = None if is_adaptive(self.solver) else N
-        norm = {} if self.error_norm is None else {"error_norm": self.error_norm}
         x, _ = probability_flow_sample(sde, score_fn, x, eps=eps, method=self.solver, rtol=self.rtol,
-                                       atol=self.atol, progress=progress, n_steps=n_steps, **norm)
+                                       atol=self.atol, progress=progress, n_steps=n_steps,
+                                       error_norm=self.error_norm, controller=self.controller)
         if denoise:
             t = torch.full((x.shape[0],), eps, dtype=x.dtype, device=x.device)
             x = reverse_sde_final_step(sde, score_fn, x, t, torch.zeros_like(t), denoise, generator)
