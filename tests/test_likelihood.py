@@ -277,7 +277,7 @@ def test_bits_per_dim_is_the_pixel_space_density(centered):
     log p_x(x) = log p_y(y) - D log(dx/dy) and the bits/dim of the pixels is -log2 p_y(y) / D.
     `bits_per_dim` of log p_x must give exactly that: what the application's `bpd_offset`
     (7 centered, 8 in [0, 1], nats in model space) computes."""
-    from sde_lib.data.transforms import scaler
+    from sde_app.data.transforms import scaler
 
     D, shape = 48, (3, 4, 4)
     g = torch.Generator().manual_seed(0)
