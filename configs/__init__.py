@@ -67,9 +67,10 @@ def default_config() -> ml_collections.ConfigDict:
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "ncsnpp"           # models.MODELS: mlp, ddpm, ncsnpp
-    model.prediction = "eps"        # NetworkScore: eps, score, scaled_score, x0
+    model.prediction = "eps"        # NetworkScore: eps, score, scaled_score, x0, v, edm, flow
     model.time_labels = "continuous"  # or "discrete" (DDPM timestep / NCSN sigma index)
     model.ema_rate = 0.9999
+    model.sigma_data = 0.5          # data std of EDM's preconditioning (prediction=edm) and loss
 
     config.training = training = ml_collections.ConfigDict()
     training.batch_size = 128       # global: split over the ranks

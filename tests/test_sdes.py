@@ -224,7 +224,8 @@ def test_x0_prediction_is_tweedie():
         (lambda: VPSDE(N=20).check_chain(), "N=20: the VPSDE chain"),
         (lambda: CosineVPSDE(T=1.0), "T=1.0"),
         (lambda: build_sde("nope"), "valid names"),
-        (lambda: NetworkScore(None, VPSDE(), prediction="v"), "prediction"),
+        (lambda: NetworkScore(None, VPSDE(), prediction="w"), "prediction"),
+        (lambda: NetworkScore(None, VPSDE(), prediction="edm", time_labels="discrete"), "continuous"),
     ],
 )
 def test_bad_arguments_raise(make, match):

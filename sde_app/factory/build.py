@@ -28,7 +28,7 @@ from sde_lib.likelihood import DIVERGENCES
 from sde_lib.losses import DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
 from sde_lib.ode import METHODS as ODE_METHODS
 from sde_lib.ode import is_adaptive
-from sde_lib.score import PREDICTIONS, TIME_LABELS, NetworkScore
+from sde_lib.score import CONTINUOUS_ONLY, PREDICTIONS, TIME_LABELS, NetworkScore
 from sde_lib.sdes import SDES
 
 from .. import features as features_lib
@@ -38,7 +38,7 @@ from ..specs import (ControllableSettings, EvalSettings, Experiment, LoopSetting
 from .config_files import config_to_json
 
 # Fields of config.model that configure the score adapter and the EMA, not the network.
-SCORE_FIELDS = ("prediction", "time_labels", "ema_rate")
+SCORE_FIELDS = ("prediction", "time_labels", "ema_rate", "sigma_data")
 # What makes two checkpoints the same model (whole groups or single fields), and the value of a
 # field for checkpoints written before it existed.
 SCORE_MODEL_FIELDS = ("sde", "model", "training.conditional")
@@ -195,6 +195,13 @@ def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
     _choice("model.time_labels", model.time_labels, TIME_LABELS)
     if not (0.0 <= model.ema_rate < 1.0):
         raise ValueError(f"config.model.ema_rate={model.ema_rate!r}: expected a number in [0, 1)")
+    if model.prediction in CONTINUOUS_ONLY and model.time_labels != "continuous":
+        raise ValueError(f"config.model.prediction={model.prediction!r} needs continuous time labels, not"
+                         f" time_labels={model.time_labels!r}; set --config.model.time_labels=continuous")
+    sigma_data = model.get("sigma_data", 0.5)
+    if not (isinstance(sigma_data, (int, float)) and not isinstance(sigma_data, bool) and sigma_data > 0):
+        raise ValueError(f"config.model.sigma_data={sigma_data!r}: expected a number > 0 (EDM's data std,"
+                         f" 0.5 for images in [-1, 1])")
     fields = {k: v for k, v in _as_dict(model).items() if k not in SCORE_FIELDS}
     extra = {"num_classes": data.num_classes} if is_conditional(config) else {}
     if not is_conditional(config):
@@ -203,7 +210,8 @@ def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
     prediction, time_labels = model.prediction, model.time_labels
 
     def wrap(net, sde_):
-        return NetworkScore(net, sde_, prediction=prediction, time_labels=time_labels)
+        return NetworkScore(net, sde_, prediction=prediction, time_labels=time_labels,
+                            sigma_data=float(sigma_data))
 
     identity = _identity(config, SCORE_MODEL_FIELDS)
     return ModelSpec("score model", functools.partial(_build, models.MODELS, name, kwargs, "model"), wrap,
