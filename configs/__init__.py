@@ -80,6 +80,13 @@ def default_config() -> ml_collections.ConfigDict:
     training.likelihood_weighting = False
     training.importance_sampling = False
     training.eps = 1e-5             # smallest training time
+    # loss="dsm": weighting (sde_lib.losses.WEIGHTINGS: eps, likelihood, x0, v, edm, min_snr, flow)
+    # and noise-level proposal (uniform, importance, lognormal: EDM's ln sigma ~ N(P_mean, P_std^2)).
+    training.weighting = "eps"
+    training.proposal = "uniform"
+    training.P_mean = -1.2
+    training.P_std = 1.2
+    training.min_snr_gamma = 5.0
     training.log_freq = 50
     training.eval_freq = 100        # test loss on one test batch
     training.checkpoint_freq = 10_000   # resume checkpoint (official snapshot_freq_for_preemption)

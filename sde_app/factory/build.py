@@ -25,7 +25,7 @@ from sde_lib import controllable as controllable_lib
 from sde_lib import sampling as sampling_lib
 from sde_lib.guidance import NetworkClassifier
 from sde_lib.likelihood import DIVERGENCES
-from sde_lib.losses import DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
+from sde_lib.losses import PROPOSALS, WEIGHTINGS, DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
 from sde_lib.ode import METHODS as ODE_METHODS
 from sde_lib.ode import is_adaptive
 from sde_lib.score import CONTINUOUS_ONLY, PREDICTIONS, TIME_LABELS, NetworkScore
@@ -243,25 +243,46 @@ def _identity(config, fields) -> Dict[str, Any]:
 def build_loss(config, sde):
     """loss(score_fn, x0, generator=...) -> per-example losses (B,), from `config.training`.
 
-    "dsm": continuous denoising score matching (Song et al. 2021, eq. 7) with t ~ U[eps, T]
-    (or importance-sampled), std(t)^2 or likelihood weighting. "ddpm"/"smld": the loss on the
-    SDE's N-level chain (Ho et al. 2020's L_simple on VP, Song & Ermon 2019's on VE).
+    "dsm": continuous denoising score matching (Song et al. 2021, eq. 7) with a `weighting`
+    (sde_lib.losses.WEIGHTINGS: eps, likelihood, x0, v, edm, min_snr, flow) and a noise-level
+    `proposal` (uniform, importance, lognormal with P_mean, P_std), any pair; the earlier flags
+    likelihood_weighting / importance_sampling are the same as weighting="likelihood" /
+    proposal="importance". "ddpm"/"smld": the loss on the SDE's N-level chain (Ho et al. 2020's
+    L_simple on VP, Song & Ermon 2019's on VE).
     """
     t = config.training
     _choice("training.loss", t.loss, LOSSES)
+    weighting, proposal = t.get("weighting", "eps"), t.get("proposal", "uniform")
+    _choice("training.weighting", weighting, WEIGHTINGS)
+    _choice("training.proposal", proposal, PROPOSALS)
+    for field in ("P_mean", "P_std", "min_snr_gamma"):
+        v = t.get(field, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (field != "P_mean" and v <= 0):
+            raise ValueError(f"config.training.{field}={v!r}: expected a number"
+                             f"{'' if field == 'P_mean' else ' > 0'}; set --config.training.{field}=...")
+    if t.likelihood_weighting and weighting not in ("eps", "likelihood"):
+        raise ValueError(f"config.training.likelihood_weighting=True contradicts weighting={weighting!r};"
+                         f" set --config.training.likelihood_weighting=False")
+    if t.importance_sampling and proposal not in ("uniform", "importance"):
+        raise ValueError(f"config.training.importance_sampling=True contradicts proposal={proposal!r};"
+                         f" set --config.training.importance_sampling=False")
     if t.loss in DISCRETE_LOSS_SDES and config.sde.name not in DISCRETE_LOSS_SDES[t.loss]:
         raise ValueError(f"config.training.loss={t.loss!r} is the loss of the"
                          f" {DISCRETE_LOSS_SDES[t.loss]} chain, not of sde.name={config.sde.name!r};"
                          f" use loss='dsm' or {'smld' if t.loss == 'ddpm' else 'ddpm'!r}")
     if t.loss != "dsm":
-        if t.likelihood_weighting or t.importance_sampling:
-            raise ValueError(f"config.training.likelihood_weighting/importance_sampling apply to"
-                             f" loss='dsm' only, not loss={t.loss!r}")
+        if t.likelihood_weighting or t.importance_sampling or weighting != "eps" or proposal != "uniform":
+            raise ValueError(f"config.training.likelihood_weighting/importance_sampling/weighting/proposal"
+                             f" apply to loss='dsm' only, not loss={t.loss!r}")
         return functools.partial(discrete_dsm_loss, sde, reduce_mean=t.reduce_mean)
     try:
         return DenoisingScoreMatching(sde, eps=t.eps, reduce_mean=t.reduce_mean,
                                       likelihood_weighting=t.likelihood_weighting,
-                                      importance_sampling=t.importance_sampling)
+                                      importance_sampling=t.importance_sampling,
+                                      weighting=weighting, proposal=proposal,
+                                      sigma_data=float(config.model.get("sigma_data", 0.5)),
+                                      P_mean=float(t.get("P_mean", -1.2)), P_std=float(t.get("P_std", 1.2)),
+                                      min_snr_gamma=float(t.get("min_snr_gamma", 5.0)))
     except ValueError as err:
         raise _in_group("training", err) from None
 
