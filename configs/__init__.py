@@ -58,7 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.threads = 0              # torch CPU threads; 0 = torch's default (all cores)
 
     config.sde = sde = ml_collections.ConfigDict()
-    sde.name = "vpsde"              # sde_lib.SDES: vpsde, subvpsde, vesde, cosine_vpsde
+    sde.name = "vpsde"              # sde_lib.SDES: vpsde, subvpsde, vesde, cosine_vpsde, linear, edm_vesde
     sde.beta_min = 0.1              # VP, sub-VP
     sde.beta_max = 20.0
     sde.sigma_min = 0.01            # VE

@@ -8,10 +8,11 @@ import torch
 from scipy.integrate import quad
 from scipy.stats import norm
 
-from sde_lib import VESDE, VPSDE, CosineVPSDE, GaussianMixture, subVPSDE
+from sde_lib import EDMVESDE, VESDE, VPSDE, CosineVPSDE, GaussianMixture, LinearInterpolantSDE, subVPSDE
 from sde_lib.losses import PROPOSALS, WEIGHTINGS, DenoisingScoreMatching, LogNormalTimeSampler
 
-SDES = {"vp": VPSDE(), "subvp": subVPSDE(), "ve": VESDE(sigma_max=10.0), "cosine": CosineVPSDE()}
+SDES = {"vp": VPSDE(), "subvp": subVPSDE(), "ve": VESDE(sigma_max=10.0), "cosine": CosineVPSDE(),
+        "linear": LinearInterpolantSDE(), "edm_ve": EDMVESDE(sigma_max=20.0)}
 LAMBDAS = np.array([0.01, 0.1, 0.5, 1.0, 2.0])  # eigenvalues of the data covariance
 SD, GAMMA = 0.6, 5.0  # sigma_data, min-SNR gamma
 
@@ -93,7 +94,7 @@ def test_edm_loss_is_the_unit_weight_loss_of_its_network():
                                (F_model - F_target).square().sum(1), rtol=1e-9, atol=0)
 
 
-@pytest.mark.parametrize("name", ["vp", "ve"])
+@pytest.mark.parametrize("name", ["vp", "ve", "linear"])
 @pytest.mark.parametrize("weighting", list(WEIGHTINGS))
 def test_loss_at_fixed_time_matches_closed_form(name, weighting):
     sde, gm = SDES[name], gaussian_data()

@@ -9,10 +9,11 @@ import math
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, CosineVPSDE, GaussianMixture, NetworkScore, subVPSDE
+from sde_lib import EDMVESDE, VESDE, VPSDE, CosineVPSDE, GaussianMixture, LinearInterpolantSDE, NetworkScore, subVPSDE
 from sde_lib.score import PREDICTIONS
 
-SDES = {"vp": VPSDE(), "subvp": subVPSDE(), "ve": VESDE(sigma_max=20.0), "cosine": CosineVPSDE()}
+SDES = {"vp": VPSDE(), "subvp": subVPSDE(), "ve": VESDE(sigma_max=20.0), "cosine": CosineVPSDE(),
+        "linear": LinearInterpolantSDE(), "edm_ve": EDMVESDE(sigma_max=20.0)}
 SIGMA_DATA = 0.7
 
 
