@@ -7,7 +7,7 @@ import pytest
 from configs import default_config
 from sde_app import factory
 
-NEW_CONFIGS = []
+NEW_CONFIGS = ["flow_toy", "edm_toy", "edm_cifar10"]
 
 
 def get_config(name):
