@@ -2,7 +2,8 @@
 sigma_max = 80 (sde_lib.EDMVESDE), the preconditioned network (model.prediction = "edm",
 sigma_data = 1.7, the toy mixture's per-coordinate std), the loss weighting
 lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 with ln sigma ~ N(-1.2, 1.2^2).
-The network's label is c_noise = ln(sigma) / 4, so its embedding is Fourier features. Everything
+The network's label is c_noise = ln(sigma) / 4 (negative below sigma = 1), embedded by sinusoids
+("positional", as EDM's DDPM++; the "fourier" embedding takes the log of its label). Everything
 else is the default toy's (configs/vp_toy.py): the probability-flow ODE for samples and the
 exact likelihood; `--config.sampling.method=edm` samples with EDM's Heun sampler.
 """
@@ -15,7 +16,7 @@ def get_config():
     config.sde.sigma_max = 80.0
     config.model.prediction = "edm"
     config.model.sigma_data = 1.7
-    config.model.embedding_type = "fourier"
+    config.model.embedding_type = "positional"
     config.training.weighting = "edm"
     config.training.proposal = "lognormal"
     config.training.P_mean = -1.2

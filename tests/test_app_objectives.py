@@ -49,6 +49,10 @@ def test_contradictions_are_reported():
     config.model.prediction, config.model.time_labels = "edm", "discrete"
     with pytest.raises(ValueError, match="time_labels"):
         factory.build_experiment(config)
+    config = get_config("vp_toy")
+    config.model.prediction, config.model.embedding_type = "edm", "fourier"
+    with pytest.raises(ValueError, match="embedding_type=positional"):
+        factory.build_experiment(config)
     config = get_config("ddpm_cifar10")
     config.training.weighting = "v"
     with pytest.raises(ValueError, match="loss='dsm' only"):

@@ -95,3 +95,42 @@ def test_exact_likelihood(name):
     logp, z, _ = log_likelihood(sde, gm.score_fn(sde), x, "exact", eps=eps)
     target = gm.log_prob(x, sde, eps) + prior_mismatch(sde, z, lambda z_: gm.log_prob(z_, sde, sde.T))
     assert ((logp - target).abs() / 2).mean().item() < 1e-3
+
+
+@pytest.mark.parametrize("name", list(NEW_SDES))
+def test_classifier_free_guidance_at_weight_one_samples_the_class(name):
+    """Guidance runs unchanged: w = 1 with exact labelled scores gives component y's law."""
+    from sde_lib.guidance import classifier_free
+
+    sde, gm, y, n = NEW_SDES[name](), two_d_mixture(), 2, 2000
+    score = classifier_free(gm.labelled_score_fn(sde, null_label=-1), y, 1.0, -1)
+    x, _ = sample(sde, score, (n, 2), method="ode", generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    target = GaussianMixture([1.0], gm.means[y:y + 1], gm.covs[y:y + 1])
+    truth = target.sample(n, torch.Generator().manual_seed(7), dtype=torch.float64)
+    _, z_crit, details = compare_to_truth(target, x, truth)
+    del details["weight[0]"]  # one component: its weight is 1 in both sets (0/0)
+    assert max(details.values()) < z_crit, details
+
+
+@pytest.mark.parametrize("name", list(NEW_SDES))
+def test_inpainting_runs_unchanged(name):
+    """Half of a 3x8x8 image known; the components are diagonal and the known half identifies
+    the component, so the exact conditional of the other half is one Gaussian (as in
+    tests/test_controllable.py), and replacement with Euler-Maruyama steps reaches it."""
+    from mixtures import bonferroni_z, image_mixture
+    from sde_lib.controllable import inpaint
+
+    gm, sde, n = image_mixture(), NEW_SDES[name](), 500
+    mask = torch.zeros(1, 3, 8, 8)
+    mask[..., :4] = 1
+    y = gm.sample(1, torch.Generator().manual_seed(3))
+    target = gm.conditional(mask, y)
+    x, _ = inpaint(sde, gm.score_fn(sde), y.expand(n, 3, 8, 8), mask, sampler="pc", predictor="euler_maruyama",
+                   corrector="none", schedule="logsnr", N=200, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(x[..., :4], y[..., :4].expand(n, 3, 8, 4))
+    u = x[..., 4:].reshape(n, -1).double()
+    mean, var = target.mean(), torch.diagonal(target.covariance())
+    z_mean = (u.mean(0) - mean) / torch.sqrt(var / n)
+    s2, m4 = u.var(0), ((u - u.mean(0)) ** 4).mean(0)
+    z_var = (s2 - var) / torch.sqrt((m4 - s2**2) / n)
+    assert max(z_mean.abs().max().item(), z_var.abs().max().item()) < bonferroni_z(2 * u.shape[1])

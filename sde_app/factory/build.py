@@ -198,6 +198,10 @@ def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
     if model.prediction in CONTINUOUS_ONLY and model.time_labels != "continuous":
         raise ValueError(f"config.model.prediction={model.prediction!r} needs continuous time labels, not"
                          f" time_labels={model.time_labels!r}; set --config.model.time_labels=continuous")
+    if model.prediction == "edm" and model.get("embedding_type") == "fourier":
+        raise ValueError("config.model.prediction='edm' labels the network with c_noise = ln(sigma) / 4, which"
+                         " is negative below sigma = 1, and embedding_type='fourier' takes the log of its label;"
+                         " set --config.model.embedding_type=positional")
     sigma_data = model.get("sigma_data", 0.5)
     if not (isinstance(sigma_data, (int, float)) and not isinstance(sigma_data, bool) and sigma_data > 0):
         raise ValueError(f"config.model.sigma_data={sigma_data!r}: expected a number > 0 (EDM's data std,"
