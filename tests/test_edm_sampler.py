@@ -94,6 +94,9 @@ def test_edm_sampler_reaches_the_true_distribution(make_sde):
 
 def test_denoise_options_and_errors():
     sde, gm = VPSDE(), two_d_mixture()
+    calls = []
+    sample(sde, lambda x, t: calls.append(t) or gm.score(x, sde, t), (4, 2), method="edm", N=1)
+    assert len(calls) == 1 and bool((calls[0] == sde.T).all())  # one Euler step from T to 0
     for denoise, nfe in [("mean", 9), ("pf", 9), (False, 10)]:
         x, n = sample(sde, gm.score_fn(sde), (8, 2), method="edm", N=5, denoise=denoise,
                       generator=torch.Generator().manual_seed(0))

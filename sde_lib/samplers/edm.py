@@ -81,7 +81,7 @@ class EDMSampler(SamplingMethod):
         B = x.shape[0]
         levels = self.sigmas(sde, eps, N + (denoise is False))
         s_max = levels[0].item()
-        pinned = {levels[0].item(): sde.T, levels[-1].item(): eps}
+        pinned = {levels[-1].item(): eps, levels[0].item(): sde.T}  # N = 1: one level, at T
 
         def time_of(sigma: float) -> Tensor:  # t with log-SNR -ln sigma (grid ends exactly T, eps)
             t = pinned.get(sigma)
