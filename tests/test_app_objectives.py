@@ -73,3 +73,19 @@ def test_new_configs_are_valid(name):
     config = get_config(name)
     factory.build_experiment(config)
     assert set(config) == set(default_config())
+
+
+def test_checkpoints_from_before_sigma_data_still_match():
+    """A checkpoint's stored config without model.sigma_data had the default 0.5."""
+    import json
+
+    from sde_app.factory.config_files import config_to_json
+
+    config = get_config("vp_toy")
+    stored = json.loads(config_to_json(config))
+    del stored["model"]["sigma_data"]
+    spec = factory.build_experiment(config).score_model
+    assert spec.differences(json.dumps(stored)) == []
+    config.model.sigma_data = 0.7
+    assert factory.build_experiment(config).score_model.differences(json.dumps(stored)) == [
+        "model.sigma_data: checkpoint 0.5, config 0.7"]

@@ -43,7 +43,7 @@ SCORE_FIELDS = ("prediction", "time_labels", "ema_rate", "sigma_data")
 # field for checkpoints written before it existed.
 SCORE_MODEL_FIELDS = ("sde", "model", "training.conditional")
 CLASSIFIER_MODEL_FIELDS = ("sde", "classifier.model")
-FIELD_DEFAULTS = {"training.conditional": False}
+FIELD_DEFAULTS = {"training.conditional": False, "model.sigma_data": 0.5}
 
 # Training objectives. "ddpm" and "smld" are the same chain loss (`discrete_dsm_loss`) under the
 # names of the papers that introduced them; each is only meaningful on its family of SDEs.
