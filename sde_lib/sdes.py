@@ -231,13 +231,15 @@ class SDE(abc.ABC):
         ratio = alpha / alpha_n
         return ratio, (std.square() - ratio.square() * std_n.square()).clamp(min=0.0), std, std_n
 
-    def ancestral_step(self, x: Tensor, t: Tensor, score: Tensor, t_next: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def ancestral_step(self, x: Tensor, t: Tensor, score: Tensor, t_next: Optional[Tensor] = None,
+                       variance: Optional[str] = None) -> Tuple[Tensor, Tensor]:
         """Mean and noise std of one ancestral step from level i(t) down to i - 1 (or, given
         t_next, from t down to t_next along the kernel: `transition_between`).
 
         Reverses x_i = r x_{i-1} + sqrt(q) z: by Tweedie's formula for this Gaussian step,
         E[x_{i-1} | x_i] = (x_i + q score) / r (Ho et al. 2020 Alg. 2 with s = -eps/std_i; Song et
-        al. 2021 eq. 47 for VE). The noise std follows `ancestral_variance`.
+        al. 2021 eq. 47 for VE). The noise std follows `variance` ("transition": the step's own, DDPM's
+        beta_i; "posterior": DDPM's beta~_i), by default the SDE's `ancestral_variance`.
 
         Returns:
           x_mean (shape of x) and noise std (B,) in x's dtype.
@@ -249,7 +251,7 @@ class SDE(abc.ABC):
         else:
             ratio, var, s, s_prev = self.transition_between(t, t_next)
         x_mean = (x + batch_broadcast(var, x) * score) / batch_broadcast(ratio, x)
-        if self.ancestral_variance == "transition":
+        if (self.ancestral_variance if variance is None else variance) == "transition":
             noise_var = var
         else:  # Var[x_{i-1} | x_i, x_0] = var std_{i-1}^2 / std_i^2 (DDPM's beta-tilde form)
             noise_var = var * s_prev.square() / s.square()
