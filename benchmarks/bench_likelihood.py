@@ -31,10 +31,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import sde_lib  # noqa: E402
-from sde_lib import VESDE, VPSDE, GaussianMixture, subVPSDE  # noqa: E402
+from sde_lib import EDMVESDE, VESDE, VPSDE, GaussianMixture, LinearInterpolantSDE, subVPSDE  # noqa: E402
 from sde_lib.likelihood import log_likelihood, prior_mismatch  # noqa: E402
 
-SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
+SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE, "linear": LinearInterpolantSDE, "edm_ve": EDMVESDE}
 CASES = {"2d": "two_d", "image": "image"}
 
 # Estimator settings, by row name. "official" is the official likelihood.py's setting (RK45,

@@ -42,11 +42,11 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import sde_lib  # noqa: E402
-from sde_lib import VESDE, VPSDE, GaussianMixture, subVPSDE  # noqa: E402
+from sde_lib import EDMVESDE, VESDE, VPSDE, GaussianMixture, LinearInterpolantSDE, subVPSDE  # noqa: E402
 from sde_lib import ode as ode_lib  # noqa: E402
 from sde_lib.sampling import sample  # noqa: E402
 
-SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE}
+SDES = {"vp": VPSDE, "subvp": subVPSDE, "ve": VESDE, "linear": LinearInterpolantSDE, "edm_ve": EDMVESDE}
 
 PEER_ROWS = {
     "two_d": [

@@ -58,7 +58,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.threads = 0              # torch CPU threads; 0 = torch's default (all cores)
 
     config.sde = sde = ml_collections.ConfigDict()
-    sde.name = "vpsde"              # sde_lib.SDES: vpsde, subvpsde, vesde, cosine_vpsde
+    sde.name = "vpsde"              # sde_lib.SDES: vpsde, subvpsde, vesde, cosine_vpsde, linear, edm_vesde
     sde.beta_min = 0.1              # VP, sub-VP
     sde.beta_max = 20.0
     sde.sigma_min = 0.01            # VE
@@ -67,9 +67,10 @@ def default_config() -> ml_collections.ConfigDict:
 
     config.model = model = ml_collections.ConfigDict()
     model.name = "ncsnpp"           # models.MODELS: mlp, ddpm, ncsnpp
-    model.prediction = "eps"        # NetworkScore: eps, score, scaled_score, x0
+    model.prediction = "eps"        # NetworkScore: eps, score, scaled_score, x0, v, edm, flow
     model.time_labels = "continuous"  # or "discrete" (DDPM timestep / NCSN sigma index)
     model.ema_rate = 0.9999
+    model.sigma_data = 0.5          # data std of EDM's preconditioning (prediction=edm) and loss
 
     config.training = training = ml_collections.ConfigDict()
     training.batch_size = 128       # global: split over the ranks
@@ -79,6 +80,13 @@ def default_config() -> ml_collections.ConfigDict:
     training.likelihood_weighting = False
     training.importance_sampling = False
     training.eps = 1e-5             # smallest training time
+    # loss="dsm": weighting (sde_lib.losses.WEIGHTINGS: eps, likelihood, x0, v, edm, min_snr, flow)
+    # and noise-level proposal (uniform, importance, lognormal: EDM's ln sigma ~ N(P_mean, P_std^2)).
+    training.weighting = "eps"
+    training.proposal = "uniform"
+    training.P_mean = -1.2
+    training.P_std = 1.2
+    training.min_snr_gamma = 5.0
     training.log_freq = 50
     training.eval_freq = 100        # test loss on one test batch
     training.checkpoint_freq = 10_000   # resume checkpoint (official snapshot_freq_for_preemption)

@@ -40,7 +40,8 @@ class ModelSpec:
         log_prob_fn(x, t) (`sde_lib.guidance.NetworkClassifier`) of a classifier.
       ema_rate: the rate of the weights' exponential moving average.
       identity: {dotted config field: value} that a checkpoint must match (`differences`), with
-        `identity_defaults` for fields older checkpoints lack.
+        `identity_defaults` for fields (or fields of a group: "model.sigma_data") older
+        checkpoints lack.
     """
 
     kind: str
@@ -58,8 +59,9 @@ class ModelSpec:
             theirs = lookup(stored, name, self.identity_defaults.get(name, {}))
             if isinstance(mine, dict) and isinstance(theirs, dict):
                 for k in sorted(set(mine) | set(theirs)):
-                    if mine.get(k) != theirs.get(k):
-                        diffs.append(f"{name}.{k}: checkpoint {theirs.get(k)!r}, config {mine.get(k)!r}")
+                    their = theirs.get(k, self.identity_defaults.get(f"{name}.{k}"))  # older: default
+                    if mine.get(k) != their:
+                        diffs.append(f"{name}.{k}: checkpoint {their!r}, config {mine.get(k)!r}")
             elif mine != theirs:
                 diffs.append(f"{name}: checkpoint {theirs!r}, config {mine!r}")
         return diffs

@@ -4,7 +4,8 @@ The mathematics only: no configuration, no files, no data sets (the application 
 the package `sde_app`, used by main.py).
 
 Public names:
-  SDEs:        VPSDE, subVPSDE, VESDE, CosineVPSDE, SDE, ReverseSDE, build_sde, SDES
+  SDEs:        VPSDE, subVPSDE, VESDE, CosineVPSDE, LinearInterpolantSDE, EDMVESDE, SDE,
+               ReverseSDE, build_sde, SDES
   scores:      NetworkScore, CountingScore
   oracle:      GaussianMixture (exact scores, marginals and log-densities under every SDE)
   submodules:  sampling (sample, build_sampler, METHODS), samplers (one module per method),
@@ -17,10 +18,11 @@ from . import (controllable, correctors, grids, guidance, likelihood, losses, me
 from .oracle import GaussianMixture
 from .reverse import ReverseSDE
 from .score import CountingScore, NetworkScore
-from .sdes import SDE, SDES, CosineVPSDE, VESDE, VPSDE, build_sde, subVPSDE
+from .sdes import SDE, SDES, CosineVPSDE, EDMVESDE, LinearInterpolantSDE, VESDE, VPSDE, build_sde, subVPSDE
 
 __all__ = [
-    "SDE", "SDES", "VPSDE", "subVPSDE", "VESDE", "CosineVPSDE", "ReverseSDE", "build_sde",
+    "SDE", "SDES", "VPSDE", "subVPSDE", "VESDE", "CosineVPSDE", "LinearInterpolantSDE", "EDMVESDE",
+    "ReverseSDE", "build_sde",
     "NetworkScore", "CountingScore", "GaussianMixture",
     "controllable", "correctors", "grids", "guidance", "likelihood", "losses", "metrics", "ode", "oracle",
     "predictors", "progress", "samplers", "sampling",

@@ -88,13 +88,15 @@ class AncestralSamplingPredictor(Predictor):
 
     chain_based = True
 
-    def __init__(self, sde, score_fn, probability_flow=False, levels=True):
+    def __init__(self, sde, score_fn, probability_flow=False, levels=True, variance=None):
         if probability_flow:
             raise ValueError("the ancestral predictor has no probability-flow form; use 'reverse_diffusion' or method='ddim'")
         super().__init__(sde, score_fn, levels=levels)
+        self.variance = variance  # None: the SDE's `ancestral_variance`
 
     def step(self, x, t, t_next, generator=None):
-        x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t), None if self.levels else t_next)
+        x_mean, std = self.sde.ancestral_step(x, t, self.score_fn(x, t), None if self.levels else t_next,
+                                              variance=self.variance)
         return x_mean + batch_broadcast(std, x) * randn_like(x, generator), x_mean
 
     def probability_flow_step(self, x, t, t_next):

@@ -16,6 +16,7 @@ Methods (`METHODS`; each a dataclass in `sde_lib.samplers` whose fields are its 
   * "dpm_solver": DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of the
                   probability-flow ODE for few steps (10-50).
   * "langevin":   annealed Langevin dynamics over the noise levels (NCSN, Song & Ermon 2019).
+  * "edm":        Heun's method on EDM's grid with stochastic churn (Karras et al. 2022, Alg. 2).
 `method_options(name)` lists a method's options and defaults.
 
 Options every method shares:
@@ -46,6 +47,7 @@ from .grids import SCHEDULES, steps, time_grid, time_points
 from .samplers.base import DEFAULT_EPS, DENOISE, SamplingMethod
 from .samplers.ddim import DDIM
 from .samplers.dpm_solver import DPMSolverPP
+from .samplers.edm import EDMSampler
 from .samplers.langevin import AnnealedLangevin
 from .samplers.pc import AncestralSampling, PredictorCorrector
 from .samplers.probability_flow import ProbabilityFlowODE
@@ -66,6 +68,7 @@ METHODS = {
     "ddim": DDIM,
     "dpm_solver": DPMSolverPP,
     "langevin": AnnealedLangevin,
+    "edm": EDMSampler,
 }
 
 

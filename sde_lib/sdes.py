@@ -231,13 +231,15 @@ class SDE(abc.ABC):
         ratio = alpha / alpha_n
         return ratio, (std.square() - ratio.square() * std_n.square()).clamp(min=0.0), std, std_n
 
-    def ancestral_step(self, x: Tensor, t: Tensor, score: Tensor, t_next: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def ancestral_step(self, x: Tensor, t: Tensor, score: Tensor, t_next: Optional[Tensor] = None,
+                       variance: Optional[str] = None) -> Tuple[Tensor, Tensor]:
         """Mean and noise std of one ancestral step from level i(t) down to i - 1 (or, given
         t_next, from t down to t_next along the kernel: `transition_between`).
 
         Reverses x_i = r x_{i-1} + sqrt(q) z: by Tweedie's formula for this Gaussian step,
         E[x_{i-1} | x_i] = (x_i + q score) / r (Ho et al. 2020 Alg. 2 with s = -eps/std_i; Song et
-        al. 2021 eq. 47 for VE). The noise std follows `ancestral_variance`.
+        al. 2021 eq. 47 for VE). The noise std follows `variance` ("transition": the step's own, DDPM's
+        beta_i; "posterior": DDPM's beta~_i), by default the SDE's `ancestral_variance`.
 
         Returns:
           x_mean (shape of x) and noise std (B,) in x's dtype.
@@ -249,7 +251,7 @@ class SDE(abc.ABC):
         else:
             ratio, var, s, s_prev = self.transition_between(t, t_next)
         x_mean = (x + batch_broadcast(var, x) * score) / batch_broadcast(ratio, x)
-        if self.ancestral_variance == "transition":
+        if (self.ancestral_variance if variance is None else variance) == "transition":
             noise_var = var
         else:  # Var[x_{i-1} | x_i, x_0] = var std_{i-1}^2 / std_i^2 (DDPM's beta-tilde form)
             noise_var = var * s_prev.square() / s.square()
@@ -495,7 +497,99 @@ class VESDE(SDE):
         return self.sigma(t)
 
 
-SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE, "cosine_vpsde": CosineVPSDE}
+class LinearInterpolantSDE(SDE):
+    """The linear interpolant of flow matching and rectified flow, x_t = (1 - t) x_0 + t z
+    (Lipman et al. 2023, eq. 22 with sigma_min = 0; Liu et al. 2023), as an SDE.
+
+    From the kernel alpha(t) = 1 - t, std(t) = t: the drift is f = c(t) x with c = alpha' / alpha
+    = -1 / (1 - t), and g(t)^2 = d std^2 / dt - 2 c std^2 = 2 t / (1 - t) (Sarkka & Solin eq.
+    5.51), so its probability flow f - g^2 / 2 score is the flow-matching velocity E[z - x_0 | x_t].
+    c(t) diverges at t = 1, so the process ends at T < 1 (default 0.999, alpha(T) = 1e-3); the
+    prior is N(0, T^2 I). The chain's levels are the kernel at t_i = i T / (N - 1) (level 0 is
+    the data itself). Time labels: continuous 999 t, discrete the level i(t), as VP.
+    """
+
+    def __init__(self, T: float = 0.999, N: int = 1000):
+        if not (0.0 < T < 1.0):
+            raise ValueError(f"T={T!r}: the linear interpolant needs 0 < T < 1 (its drift -x / (1 - t)"
+                             f" is infinite at t = 1)")
+        super().__init__(N)
+        self._T = float(T)
+
+    @property
+    def T(self):
+        return self._T
+
+    def drift_coeff(self, t):
+        return -1.0 / (1.0 - _f64(t))
+
+    def diffusion(self, t):
+        t = _f64(t)
+        return torch.sqrt(2.0 * t / (1.0 - t))
+
+    def marginal_coeffs(self, t):
+        t = _f64(t)
+        return 1.0 - t, t.clone()
+
+    @property
+    def prior_std(self):
+        return self._T
+
+    def discrete_marginal_coeffs(self, i):
+        t = torch.where(i >= 0, self.discrete_time(i), torch.zeros((), dtype=torch.float64, device=i.device))
+        return self.marginal_coeffs(t)
+
+    def network_time_label(self, t, discrete=False):
+        if discrete:
+            return self.discrete_index(t).to(torch.float64)
+        return 999.0 * _f64(t)
+
+
+class EDMVESDE(SDE):
+    """EDM's process, sigma(t) = t with s(t) = 1 (Karras et al. 2022, Sec. 4 and Table 1):
+    dx = sqrt(2 t) dw, kernel N(x_0, t^2 I), on [0, T = sigma_max] (80 in EDM).
+
+    Unlike VESDE, std(0) = 0: the kernel at t = 0 is the data itself. The chain's levels are
+    sigma_i = t_i = i T / (N - 1) (level 0 is the data). Time labels: continuous sigma = t,
+    discrete the NCSN-style index round((T - t)(N - 1) / T), as VE.
+    """
+
+    ancestral_variance = "posterior"
+
+    def __init__(self, sigma_max: float = 80.0, N: int = 1000):
+        super().__init__(N)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
+
+    @property
+    def T(self):
+        return self.sigma_max
+
+    def drift_coeff(self, t):
+        return torch.zeros_like(_f64(t))
+
+    def diffusion(self, t):
+        return torch.sqrt(2.0 * _f64(t))
+
+    def marginal_coeffs(self, t):
+        t = _f64(t)
+        return torch.ones_like(t), t.clone()
+
+    @property
+    def prior_std(self):
+        return self.sigma_max
+
+    def discrete_marginal_coeffs(self, i):
+        std = torch.where(i >= 0, self.discrete_time(i), torch.zeros((), dtype=torch.float64, device=i.device))
+        return torch.ones_like(std), std
+
+    def network_time_label(self, t, discrete=False):
+        if discrete:
+            return torch.round((self.T - _f64(t)) * (self.N - 1) / self.T)
+        return _f64(t)
+
+
+SDES = {"vpsde": VPSDE, "subvpsde": subVPSDE, "vesde": VESDE, "cosine_vpsde": CosineVPSDE,
+        "linear": LinearInterpolantSDE, "edm_vesde": EDMVESDE}
 
 
 def build_sde(name: str, **kwargs) -> SDE:

@@ -121,6 +121,7 @@ OTHER_VALUE = {
     "step_size_rule": ("per_example", "batch"), "corrector_update": ("euler_maruyama", "leimkuhler_matthews"),
     "schedule": ("edm", "uniform"), "solver": ("heun", "milstein"), "error_norm": ("per_example", "rms"),
     "controller": ("pi", "torchdiffeq"),
+    "variance": ("posterior", "transition"),
 }
 
 

@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from sde_lib import VESDE, VPSDE, CosineVPSDE, NetworkScore, build_sde, subVPSDE
+from sde_lib import VESDE, VPSDE, CosineVPSDE, EDMVESDE, LinearInterpolantSDE, NetworkScore, build_sde, subVPSDE
 
 ALL_SDES = {
     "vp": lambda: VPSDE(),
     "subvp": lambda: subVPSDE(),
     "ve": lambda: VESDE(),
     "cosine": lambda: CosineVPSDE(),
+    "linear": lambda: LinearInterpolantSDE(),
+    "edm_ve": lambda: EDMVESDE(),
 }
 
 
@@ -86,6 +88,8 @@ def test_kernel_solves_the_moment_odes(sde):
 def _reference_std(sde, t):
     """std(t) from an independent float64 computation (numpy, not the library's formula)."""
     t = np.asarray(t, dtype=np.float64)
+    if isinstance(sde, (LinearInterpolantSDE, EDMVESDE)):  # std(t) = t
+        return t
     if isinstance(sde, VESDE):
         return sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
     if isinstance(sde, CosineVPSDE):
@@ -128,7 +132,8 @@ def test_marginal_prob_matches_forward_simulation(name):
         x = x + sde.sigma_min * torch.randn(n, 2, generator=g, dtype=torch.float64)
     # The cosine schedule's beta(t) blows up towards T (beta(T) ~ 370): check it at 0.9 T, where
     # the simulation step is still fine enough.
-    check_times = {int(steps * f) for f in (0.1, 0.4, 0.9 if name == "cosine" else 1.0)}
+    # So does the linear interpolant's drift -x / (1 - t).
+    check_times = {int(steps * f) for f in (0.1, 0.4, 0.9 if name in ("cosine", "linear") else 1.0)}
     dt = sde.T / steps
     for k in range(1, steps + 1):
         t_mid = torch.full((n,), (k - 0.5) * dt, dtype=torch.float64)  # midpoint rule: O(dt^2) bias
@@ -224,7 +229,8 @@ def test_x0_prediction_is_tweedie():
         (lambda: VPSDE(N=20).check_chain(), "N=20: the VPSDE chain"),
         (lambda: CosineVPSDE(T=1.0), "T=1.0"),
         (lambda: build_sde("nope"), "valid names"),
-        (lambda: NetworkScore(None, VPSDE(), prediction="v"), "prediction"),
+        (lambda: NetworkScore(None, VPSDE(), prediction="w"), "prediction"),
+        (lambda: NetworkScore(None, VPSDE(), prediction="edm", time_labels="discrete"), "continuous"),
     ],
 )
 def test_bad_arguments_raise(make, match):

@@ -25,10 +25,10 @@ from sde_lib import controllable as controllable_lib
 from sde_lib import sampling as sampling_lib
 from sde_lib.guidance import NetworkClassifier
 from sde_lib.likelihood import DIVERGENCES
-from sde_lib.losses import DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
+from sde_lib.losses import PROPOSALS, WEIGHTINGS, DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
 from sde_lib.ode import METHODS as ODE_METHODS
 from sde_lib.ode import is_adaptive
-from sde_lib.score import PREDICTIONS, TIME_LABELS, NetworkScore
+from sde_lib.score import CONTINUOUS_ONLY, PREDICTIONS, TIME_LABELS, NetworkScore
 from sde_lib.sdes import SDES
 
 from .. import features as features_lib
@@ -38,12 +38,12 @@ from ..specs import (ControllableSettings, EvalSettings, Experiment, LoopSetting
 from .config_files import config_to_json
 
 # Fields of config.model that configure the score adapter and the EMA, not the network.
-SCORE_FIELDS = ("prediction", "time_labels", "ema_rate")
+SCORE_FIELDS = ("prediction", "time_labels", "ema_rate", "sigma_data")
 # What makes two checkpoints the same model (whole groups or single fields), and the value of a
 # field for checkpoints written before it existed.
 SCORE_MODEL_FIELDS = ("sde", "model", "training.conditional")
 CLASSIFIER_MODEL_FIELDS = ("sde", "classifier.model")
-FIELD_DEFAULTS = {"training.conditional": False}
+FIELD_DEFAULTS = {"training.conditional": False, "model.sigma_data": 0.5}
 
 # Training objectives. "ddpm" and "smld" are the same chain loss (`discrete_dsm_loss`) under the
 # names of the papers that introduced them; each is only meaningful on its family of SDEs.
@@ -195,6 +195,17 @@ def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
     _choice("model.time_labels", model.time_labels, TIME_LABELS)
     if not (0.0 <= model.ema_rate < 1.0):
         raise ValueError(f"config.model.ema_rate={model.ema_rate!r}: expected a number in [0, 1)")
+    if model.prediction in CONTINUOUS_ONLY and model.time_labels != "continuous":
+        raise ValueError(f"config.model.prediction={model.prediction!r} needs continuous time labels, not"
+                         f" time_labels={model.time_labels!r}; set --config.model.time_labels=continuous")
+    if model.prediction == "edm" and model.get("embedding_type") == "fourier":
+        raise ValueError("config.model.prediction='edm' labels the network with c_noise = ln(sigma) / 4, which"
+                         " is negative below sigma = 1, and embedding_type='fourier' takes the log of its label;"
+                         " set --config.model.embedding_type=positional")
+    sigma_data = model.get("sigma_data", 0.5)
+    if not (isinstance(sigma_data, (int, float)) and not isinstance(sigma_data, bool) and sigma_data > 0):
+        raise ValueError(f"config.model.sigma_data={sigma_data!r}: expected a number > 0 (EDM's data std,"
+                         f" 0.5 for images in [-1, 1])")
     fields = {k: v for k, v in _as_dict(model).items() if k not in SCORE_FIELDS}
     extra = {"num_classes": data.num_classes} if is_conditional(config) else {}
     if not is_conditional(config):
@@ -203,7 +214,8 @@ def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
     prediction, time_labels = model.prediction, model.time_labels
 
     def wrap(net, sde_):
-        return NetworkScore(net, sde_, prediction=prediction, time_labels=time_labels)
+        return NetworkScore(net, sde_, prediction=prediction, time_labels=time_labels,
+                            sigma_data=float(sigma_data))
 
     identity = _identity(config, SCORE_MODEL_FIELDS)
     return ModelSpec("score model", functools.partial(_build, models.MODELS, name, kwargs, "model"), wrap,
@@ -235,25 +247,46 @@ def _identity(config, fields) -> Dict[str, Any]:
 def build_loss(config, sde):
     """loss(score_fn, x0, generator=...) -> per-example losses (B,), from `config.training`.
 
-    "dsm": continuous denoising score matching (Song et al. 2021, eq. 7) with t ~ U[eps, T]
-    (or importance-sampled), std(t)^2 or likelihood weighting. "ddpm"/"smld": the loss on the
-    SDE's N-level chain (Ho et al. 2020's L_simple on VP, Song & Ermon 2019's on VE).
+    "dsm": continuous denoising score matching (Song et al. 2021, eq. 7) with a `weighting`
+    (sde_lib.losses.WEIGHTINGS: eps, likelihood, x0, v, edm, min_snr, flow) and a noise-level
+    `proposal` (uniform, importance, lognormal with P_mean, P_std), any pair; the earlier flags
+    likelihood_weighting / importance_sampling are the same as weighting="likelihood" /
+    proposal="importance". "ddpm"/"smld": the loss on the SDE's N-level chain (Ho et al. 2020's
+    L_simple on VP, Song & Ermon 2019's on VE).
     """
     t = config.training
     _choice("training.loss", t.loss, LOSSES)
+    weighting, proposal = t.get("weighting", "eps"), t.get("proposal", "uniform")
+    _choice("training.weighting", weighting, WEIGHTINGS)
+    _choice("training.proposal", proposal, PROPOSALS)
+    for field in ("P_mean", "P_std", "min_snr_gamma"):
+        v = t.get(field, 1.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or (field != "P_mean" and v <= 0):
+            raise ValueError(f"config.training.{field}={v!r}: expected a number"
+                             f"{'' if field == 'P_mean' else ' > 0'}; set --config.training.{field}=...")
+    if t.likelihood_weighting and weighting not in ("eps", "likelihood"):
+        raise ValueError(f"config.training.likelihood_weighting=True contradicts weighting={weighting!r};"
+                         f" set --config.training.likelihood_weighting=False")
+    if t.importance_sampling and proposal not in ("uniform", "importance"):
+        raise ValueError(f"config.training.importance_sampling=True contradicts proposal={proposal!r};"
+                         f" set --config.training.importance_sampling=False")
     if t.loss in DISCRETE_LOSS_SDES and config.sde.name not in DISCRETE_LOSS_SDES[t.loss]:
         raise ValueError(f"config.training.loss={t.loss!r} is the loss of the"
                          f" {DISCRETE_LOSS_SDES[t.loss]} chain, not of sde.name={config.sde.name!r};"
                          f" use loss='dsm' or {'smld' if t.loss == 'ddpm' else 'ddpm'!r}")
     if t.loss != "dsm":
-        if t.likelihood_weighting or t.importance_sampling:
-            raise ValueError(f"config.training.likelihood_weighting/importance_sampling apply to"
-                             f" loss='dsm' only, not loss={t.loss!r}")
+        if t.likelihood_weighting or t.importance_sampling or weighting != "eps" or proposal != "uniform":
+            raise ValueError(f"config.training.likelihood_weighting/importance_sampling/weighting/proposal"
+                             f" apply to loss='dsm' only, not loss={t.loss!r}")
         return functools.partial(discrete_dsm_loss, sde, reduce_mean=t.reduce_mean)
     try:
         return DenoisingScoreMatching(sde, eps=t.eps, reduce_mean=t.reduce_mean,
                                       likelihood_weighting=t.likelihood_weighting,
-                                      importance_sampling=t.importance_sampling)
+                                      importance_sampling=t.importance_sampling,
+                                      weighting=weighting, proposal=proposal,
+                                      sigma_data=float(config.model.get("sigma_data", 0.5)),
+                                      P_mean=float(t.get("P_mean", -1.2)), P_std=float(t.get("P_std", 1.2)),
+                                      min_snr_gamma=float(t.get("min_snr_gamma", 5.0)))
     except ValueError as err:
         raise _in_group("training", err) from None
 

@@ -143,6 +143,9 @@ class PredictorCorrector(SamplingMethod):
         return x
 
 
+VARIANCES = ("transition", "posterior")
+
+
 @dataclasses.dataclass(frozen=True)
 class AncestralSampling(SamplingMethod):
     """Ancestral sampling down the SDE's N-level chain: Algorithm 2 of Ho et al. (2020) on VP.
@@ -151,10 +154,23 @@ class AncestralSampling(SamplingMethod):
     with the score at the official grid times linspace(T, eps, N) (level i = N-1-k), z = 0 at
     the last step when `denoise` ("mean", the default). For an epsilon network
     s = -eps_theta / sqrt(1 - alpha_bar_i) and this is the paper's update exactly.
+
+    Options:
+      variance: the noise variance of each step: "transition" (DDPM's sigma_i^2 = beta_i, the
+        step's own), "posterior" (sigma_i^2 = beta~_i = beta_i (1 - alpha_bar_{i-1}) / (1 -
+        alpha_bar_i), the posterior of x_{i-1} given x_i and x_0; Ho et al. 2020, Sec. 3.2);
+        None: the SDE's own (`SDE.ancestral_variance`: transition for VP, posterior for VE).
+        Inpainting with "ddpm" uses the SDE's own.
     """
+
+    variance: Optional[str] = None
 
     default_denoise: ClassVar = "mean"
     allows_zero_eps: ClassVar[bool] = True
+
+    def validate(self) -> None:
+        if self.variance is not None:
+            check_choice("variance", self.variance, VARIANCES)
 
     @property
     def as_pc(self) -> PredictorCorrector:
@@ -165,5 +181,10 @@ class AncestralSampling(SamplingMethod):
         self.as_pc.check(sde, N, eps)
 
     def run(self, sde, score_fn, x, *, eps, denoise, N, generator, progress):
-        return self.as_pc.run(sde, score_fn, x, eps=eps, denoise=denoise, N=N, generator=generator,
-                              progress=progress)
+        pc = self.as_pc.build(sde, score_fn, N, eps, x.device)
+        pc.predictor.variance = self.variance
+        with progress_bar(progress, N, self.as_pc.title) as bar:
+            for k in range(N):
+                x = pc.update(x, k, denoise=denoise, generator=generator)
+                bar.update(1)
+        return x
