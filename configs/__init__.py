@@ -185,6 +185,23 @@ def default_config() -> ml_collections.ConfigDict:
     evaluate.references = FieldReference((), field_type=object)
     evaluate.gmm_components = (1, 2, 3, 5, 8, 12)
 
+    # Progressive distillation (--mode distill; Salimans & Ho 2022): from the trained model (the
+    # teacher), round k trains a student of student_steps / 2^(k-1) deterministic DDIM steps that
+    # does in one step what its teacher does in two, in <workdir>/distill/round_<k>/ (checkpoints,
+    # TensorBoard, resumable). Sample a student with its checkpoint and its step count (printed).
+    config.distill = distill = ml_collections.ConfigDict()
+    distill.rounds = 3
+    distill.student_steps = 8       # the first round's student; its teacher takes twice as many
+    distill.schedule = "logsnr"     # the nested grids: logsnr | uniform
+    distill.eps = 1e-3              # the last time of the grid (the student's samples end there)
+    distill.batch_size = 512
+    distill.n_iters = 2000          # per round
+    distill.log_freq = 100
+    distill.eval_freq = 0
+    distill.checkpoint_freq = 500
+    distill.snapshot_freq = 0
+    distill.optim = optim_group(lr=5e-4, warmup=0)
+
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "cifar10"
     data.root = placeholder(str)

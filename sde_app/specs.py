@@ -159,6 +159,29 @@ class TrainingJob:
     snapshot: Optional[SamplingSettings] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillSettings:
+    """`config.distill`: progressive distillation (`--mode distill`, `sde_app.distill_run`).
+
+    Attributes:
+      rounds: number of halvings; round k's student takes student_steps / 2^(k-1) steps.
+      student_steps: the first round's student (its teacher, the trained model, takes twice as many).
+      schedule, eps: the nested time grids from T to eps (`sde_lib.distillation`).
+      loop, optim: each round's training loop and optimizer.
+    """
+
+    rounds: int
+    student_steps: int
+    schedule: str
+    eps: float
+    loop: LoopSettings
+    optim: OptimSettings
+
+    def steps_of_round(self, k: int) -> int:
+        """The student's step count in round k (1-based)."""
+        return self.student_steps // 2 ** (k - 1)
+
+
 # ---------------------------------------------------------------------------- the other modes
 @dataclasses.dataclass(frozen=True)
 class SampleQualitySettings:
@@ -251,3 +274,4 @@ class Experiment:
     sampling: SamplingSettings
     controllable: ControllableSettings
     evaluation: EvalSettings
+    distill: Optional[DistillSettings] = None
