@@ -16,6 +16,8 @@ Methods (`METHODS`; each a dataclass in `sde_lib.samplers` whose fields are its 
   * "dpm_solver": DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of the
                   probability-flow ODE for few steps (10-50); order=3: DPM-Solver++(3M).
   * "langevin":   annealed Langevin dynamics over the noise levels (NCSN, Song & Ermon 2019).
+  * "consistency": one-step / multistep consistency sampling (Song et al. 2023, Alg. 1) of a
+                  consistency model given as a score (`consistency.ConsistencyFunction.as_score`).
   * "unipc":      UniPC (Zhao et al. 2023), a multistep predictor-corrector solver of the
                   probability-flow ODE whose corrector reuses the next evaluation (5-20 steps).
 `method_options(name)` lists a method's options and defaults.
@@ -46,6 +48,7 @@ import torch
 
 from .grids import SCHEDULES, steps, time_grid, time_points
 from .samplers.base import DEFAULT_EPS, DENOISE, SamplingMethod
+from .samplers.consistency import ConsistencySampling
 from .samplers.ddim import DDIM
 from .samplers.dpm_solver import DPMSolverPP
 from .samplers.langevin import AnnealedLangevin
@@ -70,6 +73,7 @@ METHODS = {
     "dpm_solver": DPMSolverPP,
     "langevin": AnnealedLangevin,
     "unipc": UniPC,
+    "consistency": ConsistencySampling,
 }
 
 
