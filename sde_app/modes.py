@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from . import controllable_run, distill_run, distributed, evaluation, loading, sampling_run, training
+from . import consistency_run, controllable_run, distill_run, distributed, evaluation, loading, sampling_run, training
 from .checkpoints import CheckpointDir, DamagedCheckpointsError
 from .specs import Experiment
 
@@ -111,6 +111,11 @@ def _distill(s: Session, mode: str):
     return distill_run.run(s.exp, s.workdir, s.ctx, checkpoint=s.checkpoint, progress=s.progress, fresh=s.fresh)
 
 
+def _consistency(s: Session, mode: str):
+    return consistency_run.run(s.exp, s.workdir, s.ctx, checkpoint=s.checkpoint, progress=s.progress,
+                               fresh=s.fresh)
+
+
 MODES = {
     "train": Mode(_train, trains=True, reads_data=True),
     "sample": Mode(_sample, needs_weights=True, guided_by="sampling"),
@@ -119,6 +124,7 @@ MODES = {
     "inpaint": Mode(_inpaint, needs_weights=True, guided_by="controllable"),
     "colorize": Mode(_colorize, needs_weights=True, guided_by="controllable"),
     "distill": Mode(_distill, trains=True, needs_weights=True, reads_data=True),
+    "consistency": Mode(_consistency, trains=True, reads_data=True),
 }
 
 

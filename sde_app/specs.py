@@ -182,6 +182,29 @@ class DistillSettings:
         return self.student_steps // 2 ** (k - 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConsistencySettings:
+    """`config.consistency`: consistency distillation or training (`--mode consistency`,
+    `sde_app.consistency_run`); see `sde_lib.consistency`.
+
+    Attributes:
+      kind: "distillation" (from the trained model) or "training" (no teacher).
+      n_levels: distillation's number of levels N; training's N(k) runs from s0 to s1.
+      rate: the target EMA's decay (mu; for training mu0 of mu(k)).
+      sigma_data, eps: the boundary parameterisation's sigma_data and smallest time.
+    """
+
+    kind: str
+    n_levels: int
+    s0: int
+    s1: int
+    rate: float
+    sigma_data: float
+    eps: float
+    loop: LoopSettings
+    optim: OptimSettings
+
+
 # ---------------------------------------------------------------------------- the other modes
 @dataclasses.dataclass(frozen=True)
 class SampleQualitySettings:
@@ -275,3 +298,4 @@ class Experiment:
     controllable: ControllableSettings
     evaluation: EvalSettings
     distill: Optional[DistillSettings] = None
+    consistency: Optional[ConsistencySettings] = None

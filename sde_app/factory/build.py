@@ -34,7 +34,7 @@ from sde_lib.sdes import SDES
 
 from .. import features as features_lib
 from ..data import DATASETS, DataSpec
-from ..specs import (ControllableSettings, DistillSettings, EvalSettings, Experiment, LoopSettings, ModelSpec,
+from ..specs import (ConsistencySettings, ControllableSettings, DistillSettings, EvalSettings, Experiment, LoopSettings, ModelSpec,
                      OptimSettings, SampleQualitySettings, SamplingSettings, TrainingJob, lookup)
 from .config_files import config_to_json
 
@@ -367,6 +367,30 @@ def distill_settings(config, sde) -> DistillSettings:
                            loop=loop, optim=_optim(d.optim, "distill.optim", loop.n_iters))
 
 
+CONSISTENCY_KINDS = ("distillation", "training")
+
+
+def consistency_settings(config, sde) -> ConsistencySettings:
+    """Consistency distillation / training (`config.consistency`)."""
+    c = config.consistency
+    _choice("consistency.kind", c.kind, CONSISTENCY_KINDS)
+    for field in ("n_levels", "s0", "s1"):
+        _positive_int(f"consistency.{field}", c[field])
+    if c.n_levels < 2 or c.s0 < 2 or c.s1 < c.s0:
+        raise ValueError(f"config.consistency: n_levels={c.n_levels}, s0={c.s0}, s1={c.s1}: need"
+                         " n_levels >= 2 and 2 <= s0 <= s1 (pairs of adjacent levels)")
+    if isinstance(c.rate, bool) or not isinstance(c.rate, (int, float)) or not 0.0 <= c.rate < 1.0:
+        raise ValueError(f"config.consistency.rate={c.rate!r}: expected a number in [0, 1)")
+    if isinstance(c.sigma_data, bool) or not isinstance(c.sigma_data, (int, float)) or not c.sigma_data > 0:
+        raise ValueError(f"config.consistency.sigma_data={c.sigma_data!r}: expected a number > 0")
+    if isinstance(c.eps, bool) or not isinstance(c.eps, (int, float)) or not 0.0 < c.eps < sde.T:
+        raise ValueError(f"config.consistency.eps={c.eps!r}: expected a number in (0, T={sde.T})")
+    loop = _loop(config, c, "consistency", False)
+    return ConsistencySettings(kind=c.kind, n_levels=c.n_levels, s0=c.s0, s1=c.s1, rate=float(c.rate),
+                               sigma_data=float(c.sigma_data), eps=float(c.eps), loop=loop,
+                               optim=_optim(c.optim, "consistency.optim", loop.n_iters))
+
+
 # --------------------------------------------------------------------------------- sampling
 def build_sampler(config, method: Optional[str] = None) -> sampling_lib.Sampler:
     """The sampler of `config.sampling`: `method` with the options of `sampling.<method>` and the
@@ -636,9 +660,11 @@ def build_experiment(config, modes: Sequence[str] = (), *, check_network: bool =
         except ValueError as err:
             raise _in_group("controllable", err) from None
     distill = distill_settings(config, sde)
+    consistency = consistency_settings(config, sde)
     return Experiment(config_json=config_to_json(config), seed=config.seed, threads=config.threads, sde=sde,
                       data=data, score_model=model, train=train, classifier=classifier, sampling=sampling,
-                      controllable=controllable, evaluation=evaluation, distill=distill)
+                      controllable=controllable, evaluation=evaluation, distill=distill,
+                      consistency=consistency)
 
 
 
