@@ -1,39 +1,9 @@
-"""`--mode consistency`: consistency distillation through the training loop gives a normal
-checkpoint that `--mode sample --config.sampling.method=consistency` samples with N evaluations;
-bad settings are named before any work."""
-import subprocess
-import sys
-from pathlib import Path
-
+"""`--mode consistency`: bad settings are named before any work (the run itself, its checkpoint
+and sampling it: tests/test_app_distill.py, which shares the teacher)."""
 import pytest
 
 from configs import vp_toy
-from sde_app import checkpoints, factory
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--noprogress", "--config.model.hidden_dim=32", "--config.model.num_blocks=1",
-        "--config.data.num_train=512", "--config.data.num_test=64"]
-
-
-def run(workdir, mode, *extra):
-    done = subprocess.run([sys.executable, str(ROOT / "main.py"), f"--mode={mode}", f"--workdir={workdir}", *TINY,
-                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-@pytest.mark.slow
-def test_consistency_distillation_checkpoint_samples_in_n_steps(tmp_path):
-    run(tmp_path, "train", "--config.training.n_iters=30", "--config.training.batch_size=64")
-    out = run(tmp_path, "consistency", "--config.consistency.n_iters=20", "--config.consistency.batch_size=64",
-              "--config.consistency.n_levels=10", "--config.consistency.checkpoint_freq=10")
-    ck = checkpoints.CheckpointDir(tmp_path / "consistency" / "distillation")
-    state = checkpoints.load_state(ck.resume_path)
-    assert state["step"] == 20 and state["consistency"] == {"kind": "distillation", "eps": 1e-3, "sigma_data": 0.5}
-    assert (ck.dir.parent / "tensorboard").is_dir()
-    flags = out.split("sample it with: ")[1].split()
-    sampled = run(tmp_path, "sample", "--config.sampling.num_samples=100", *flags[1:-1], "--config.sampling.N=3")
-    assert "method=consistency, NFE=3" in sampled
+from sde_app import factory
 
 
 @pytest.mark.parametrize("field, value, message", [

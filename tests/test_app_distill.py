@@ -1,6 +1,7 @@
 """`--mode distill` (progressive distillation through the training loop): a killed round resumes
 and ends with exactly the weights of an uninterrupted one; each student is a checkpoint that
-`--mode sample` samples with its step count; bad settings are named before any work (main.py turns
+`--mode sample` samples with its step count; `--mode consistency` from the same teacher gives a
+checkpoint that `--config.sampling.method=consistency` samples in N steps; bad settings are named before any work (main.py turns
 the factory's ValueError into one `error:` line and exit 2, as for every config field)."""
 import shutil
 import subprocess
@@ -26,7 +27,7 @@ def command(workdir, mode, *extra):
 
 
 @pytest.mark.slow
-def test_killed_distillation_resumes_bit_exactly_and_students_sample(tmp_path):
+def test_killed_distillation_resumes_bit_exactly_and_students_and_consistency_models_sample(tmp_path):
     teacher = tmp_path / "teacher"
     done = subprocess.run(command(teacher, "train", "--config.training.n_iters=50", "--config.training.batch_size=64"),
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -60,6 +61,21 @@ def test_killed_distillation_resumes_bit_exactly_and_students_sample(tmp_path):
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert sampled.returncode == 0, sampled.stderr
     assert "method=ddim, NFE=2" in sampled.stdout
+
+    # --mode consistency (distillation) from the same teacher: a checkpoint that samples in N steps.
+    done = subprocess.run(command(run, "consistency", "--config.consistency.n_iters=20", "--config.consistency.batch_size=64",
+                                  "--config.consistency.n_levels=10", "--config.consistency.checkpoint_freq=10"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ck = checkpoints.CheckpointDir(run / "consistency" / "distillation")
+    state = checkpoints.load_state(ck.resume_path)
+    assert state["step"] == 20 and state["consistency"] == {"kind": "distillation", "eps": 1e-3, "sigma_data": 0.5}
+    assert (ck.dir.parent / "tensorboard").is_dir()
+    flags = done.stdout.split("sample it with: ")[1].split()
+    sampled = subprocess.run(command(run, "sample", "--config.sampling.num_samples=100", *flags[1:-1],
+                                     "--config.sampling.N=3"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert sampled.returncode == 0, sampled.stderr
+    assert "method=consistency, NFE=3" in sampled.stdout
 
 
 @pytest.mark.parametrize("field, value, message", [
