@@ -14,7 +14,9 @@
 Modes (comma-separated, run in order; the table is `sde_app.modes.MODES`): train (resumes from the
 workdir's latest checkpoint), train_classifier (the classifier of classifier guidance, in
 <workdir>/classifier/), sample (writes <workdir>/samples/), eval (writes <workdir>/eval/),
-inpaint and colorize (write beside --input). docs/app.md has the details.
+inpaint and colorize (write beside --input), distill (progressive distillation of the trained model,
+in <workdir>/distill/round_<k>/), consistency (consistency distillation or training, in
+<workdir>/consistency/<kind>/). docs/app.md has the details.
 """
 import sys
 from pathlib import Path
@@ -23,7 +25,7 @@ from absl import app, flags, logging
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = str(ROOT / "configs" / "vp_toy.py")
-MODE_NAMES = ("train", "sample", "eval", "train_classifier", "inpaint", "colorize")
+MODE_NAMES = ("train", "sample", "eval", "train_classifier", "inpaint", "colorize", "distill", "consistency")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", DEFAULT_CONFIG,

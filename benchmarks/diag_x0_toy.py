@@ -1,6 +1,6 @@
 """Per-point exact NLL of a trained toy model against the truth, and, for its worst points, the
 likelihood at later start times eps and the network's eps error at small t (the x0 diagnosis of
-benchmarks/RESULTS.md, section 10).
+benchmarks/RESULTS.md, "The toy trained with the v, x0, EDM and flow-matching objectives").
 
 Usage:
     python main.py --config configs/vp_toy.py --mode train --workdir runs/x0 --config.model.prediction=x0

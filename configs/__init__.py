@@ -193,6 +193,44 @@ def default_config() -> ml_collections.ConfigDict:
     evaluate.references = FieldReference((), field_type=object)
     evaluate.gmm_components = (1, 2, 3, 5, 8, 12)
 
+    # Progressive distillation (--mode distill; Salimans & Ho 2022): from the trained model (the
+    # teacher), round k trains a student of student_steps / 2^(k-1) deterministic DDIM steps that
+    # does in one step what its teacher does in two, in <workdir>/distill/round_<k>/ (checkpoints,
+    # TensorBoard, resumable). Sample a student with its checkpoint and its step count (printed).
+    config.distill = distill = ml_collections.ConfigDict()
+    distill.rounds = 3
+    distill.student_steps = 8       # the first round's student; its teacher takes twice as many
+    distill.schedule = "logsnr"     # the nested grids: logsnr | uniform
+    distill.eps = 1e-3              # the last time of the grid (the student's samples end there)
+    distill.batch_size = 512
+    distill.n_iters = 2000          # per round
+    distill.log_freq = 100
+    distill.eval_freq = 0
+    distill.checkpoint_freq = 500
+    distill.snapshot_freq = 0
+    distill.optim = optim_group(lr=5e-4, warmup=0)
+
+    # Consistency models (--mode consistency; Song et al. 2023): consistency distillation from the
+    # trained model's probability flow (kind="distillation", the student starts from its weights)
+    # or consistency training without a teacher (kind="training"), in <workdir>/consistency/<kind>/;
+    # the target network is the loop's EMA (rate: mu for distillation, mu0 of mu(k) for training).
+    # Sample with --checkpoint=<that run's checkpoint> --config.sampling.method=consistency.
+    config.consistency = consistency = ml_collections.ConfigDict()
+    consistency.kind = "distillation"   # distillation | training
+    consistency.n_levels = 18           # distillation: the levels N; training: N(k) from s0 to s1
+    consistency.s0 = 2
+    consistency.s1 = 150
+    consistency.rate = 0.95             # the target EMA: mu (distillation), mu0 (training, 0.9 in the paper)
+    consistency.sigma_data = 0.5        # c_skip / c_out
+    consistency.eps = 1e-3              # sigma_min = sigma(eps), where f is the identity
+    consistency.batch_size = 512
+    consistency.n_iters = 2000
+    consistency.log_freq = 100
+    consistency.eval_freq = 0
+    consistency.checkpoint_freq = 500
+    consistency.snapshot_freq = 0
+    consistency.optim = optim_group(lr=5e-4, warmup=0)
+
     config.data = data = ml_collections.ConfigDict()
     data.dataset = "cifar10"
     data.root = placeholder(str)

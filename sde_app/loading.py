@@ -9,6 +9,8 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from sde_lib.consistency import ConsistencyFunction
+
 from .checkpoints import CheckpointDir, CorruptCheckpointError, DamagedCheckpointsError, load_state
 from .specs import Experiment, TrainingJob
 
@@ -80,6 +82,10 @@ def load_trained(exp: Experiment, workdir: Optional[Path], device: torch.device,
                         " --mode train,sample), or name one with --checkpoint=PATH")
     net = _ema_net(exp.train, state, device)
     step = int(state["step"])
+    if "consistency" in state:  # a consistency model (`consistency_run`): read through f
+        c = state["consistency"]
+        score_fn = ConsistencyFunction(net, exp.sde, c["eps"], c["sigma_data"]).as_score()
+        return LoadedModel(exp.sde, score_fn, net, step, str(path), f"consistency_step_{step:08d}")
     return LoadedModel(exp.sde, exp.score_model.wrap(net, exp.sde), net, step, str(path), f"step_{step:08d}")
 
 

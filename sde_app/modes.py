@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
-from . import controllable_run, distributed, evaluation, loading, sampling_run, training
+from . import consistency_run, controllable_run, distill_run, distributed, evaluation, loading, sampling_run, training
 from .checkpoints import CheckpointDir, DamagedCheckpointsError
 from .specs import Experiment
 
@@ -107,6 +107,15 @@ def _colorize(s: Session, mode: str):
                                          classifier=s.classifier(mode), progress=s.progress)
 
 
+def _distill(s: Session, mode: str):
+    return distill_run.run(s.exp, s.workdir, s.ctx, checkpoint=s.checkpoint, progress=s.progress, fresh=s.fresh)
+
+
+def _consistency(s: Session, mode: str):
+    return consistency_run.run(s.exp, s.workdir, s.ctx, checkpoint=s.checkpoint, progress=s.progress,
+                               fresh=s.fresh)
+
+
 MODES = {
     "train": Mode(_train, trains=True, reads_data=True),
     "sample": Mode(_sample, needs_weights=True, guided_by="sampling"),
@@ -114,6 +123,8 @@ MODES = {
     "train_classifier": Mode(_train_classifier, trains=True, reads_data=True),
     "inpaint": Mode(_inpaint, needs_weights=True, guided_by="controllable"),
     "colorize": Mode(_colorize, needs_weights=True, guided_by="controllable"),
+    "distill": Mode(_distill, trains=True, needs_weights=True, reads_data=True),
+    "consistency": Mode(_consistency, trains=True, reads_data=True),
 }
 
 

@@ -161,6 +161,52 @@ class TrainingJob:
     snapshot: Optional[SamplingSettings] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillSettings:
+    """`config.distill`: progressive distillation (`--mode distill`, `sde_app.distill_run`).
+
+    Attributes:
+      rounds: number of halvings; round k's student takes student_steps / 2^(k-1) steps.
+      student_steps: the first round's student (its teacher, the trained model, takes twice as many).
+      schedule, eps: the nested time grids from T to eps (`sde_lib.distillation`).
+      loop, optim: each round's training loop and optimizer.
+    """
+
+    rounds: int
+    student_steps: int
+    schedule: str
+    eps: float
+    loop: LoopSettings
+    optim: OptimSettings
+
+    def steps_of_round(self, k: int) -> int:
+        """The student's step count in round k (1-based)."""
+        return self.student_steps // 2 ** (k - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsistencySettings:
+    """`config.consistency`: consistency distillation or training (`--mode consistency`,
+    `sde_app.consistency_run`); see `sde_lib.consistency`.
+
+    Attributes:
+      kind: "distillation" (from the trained model) or "training" (no teacher).
+      n_levels: distillation's number of levels N; training's N(k) runs from s0 to s1.
+      rate: the target EMA's decay (mu; for training mu0 of mu(k)).
+      sigma_data, eps: the boundary parameterisation's sigma_data and smallest time.
+    """
+
+    kind: str
+    n_levels: int
+    s0: int
+    s1: int
+    rate: float
+    sigma_data: float
+    eps: float
+    loop: LoopSettings
+    optim: OptimSettings
+
+
 # ---------------------------------------------------------------------------- the other modes
 @dataclasses.dataclass(frozen=True)
 class SampleQualitySettings:
@@ -253,3 +299,5 @@ class Experiment:
     sampling: SamplingSettings
     controllable: ControllableSettings
     evaluation: EvalSettings
+    distill: Optional[DistillSettings] = None
+    consistency: Optional[ConsistencySettings] = None

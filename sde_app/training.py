@@ -83,7 +83,8 @@ class Trainer:
     n_iters steps, resuming from the run directory's latest good checkpoint.
 
     The score model and the classifier differ only in the hooks `build_objective`,
-    `batch_loss`, `training_labels` and `test_labels` (see `ClassifierTrainer`).
+    `batch_loss`, `training_labels` and `test_labels` (see `ClassifierTrainer`); a distillation
+    student also in `init_weights` and `state` (`distill_run.DistillTrainer`).
     """
 
     def __init__(self, job: TrainingJob, exp: Experiment, workdir: Path, ctx: distributed.Context, *,
@@ -107,6 +108,7 @@ class Trainer:
         self.ema = ExponentialMovingAverage(self.net, job.model.ema_rate)
         self.optim_cfg = job.optim
         self.optimizer = build_optimizer(self.net.parameters(), self.optim_cfg)
+        self.init_weights()
         self.loader = data_lib.build_loader(
             self.train_ds, t.batch_size // ctx.world_size, train=True, seed=seed,
             rank=ctx.rank, world_size=ctx.world_size, num_workers=exp.data.num_workers,
@@ -127,6 +129,10 @@ class Trainer:
                                        enabled=t.mixed_precision == "bf16")
 
     # --------------------------------------------------------------------------------- hooks
+    def init_weights(self) -> None:
+        """The weights at step 0 (a resume then loads its own): the fresh network's, here; a
+        distillation student starts from its teacher's (`distill_run.DistillTrainer`)."""
+
     def build_objective(self, model: torch.nn.Module) -> None:
         """The loss and the functions it is evaluated on: the trained network (`train_fn`, maybe
         wrapped by DDP/compile) and the EMA weights (`ema_fn`)."""

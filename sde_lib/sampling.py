@@ -14,9 +14,13 @@ Methods (`METHODS`; each a dataclass in `sde_lib.samplers` whose fields are its 
   * "ddpm":       Algorithm 2 of Ho et al. (2020): ancestral sampling down the SDE's chain.
   * "ddim":       DDIM (Song, Meng & Ermon 2021) with eta in [0, 1] and any number of steps.
   * "dpm_solver": DPM-Solver++(2M) (Lu et al. 2022), a second-order multistep solver of the
-                  probability-flow ODE for few steps (10-50).
+                  probability-flow ODE for few steps (10-50); order=3: DPM-Solver++(3M).
   * "langevin":   annealed Langevin dynamics over the noise levels (NCSN, Song & Ermon 2019).
   * "edm":        Heun's method on EDM's grid with stochastic churn (Karras et al. 2022, Alg. 2).
+  * "consistency": one-step / multistep consistency sampling (Song et al. 2023, Alg. 1) of a
+                  consistency model given as a score (`consistency.ConsistencyFunction.as_score`).
+  * "unipc":      UniPC (Zhao et al. 2023), a multistep predictor-corrector solver of the
+                  probability-flow ODE whose corrector reuses the next evaluation (5-20 steps).
 `method_options(name)` lists a method's options and defaults.
 
 Options every method shares:
@@ -45,6 +49,7 @@ import torch
 
 from .grids import SCHEDULES, steps, time_grid, time_points
 from .samplers.base import DEFAULT_EPS, DENOISE, SamplingMethod
+from .samplers.consistency import ConsistencySampling
 from .samplers.ddim import DDIM
 from .samplers.dpm_solver import DPMSolverPP
 from .samplers.edm import EDMSampler
@@ -52,6 +57,7 @@ from .samplers.langevin import AnnealedLangevin
 from .samplers.pc import AncestralSampling, PredictorCorrector
 from .samplers.probability_flow import ProbabilityFlowODE
 from .samplers.sde_solver import TorchSDESolver
+from .samplers.unipc import UniPC
 from .score import CountingScore
 from .utils import check_choice, check_end_time, check_finite, check_positive_int, check_shape
 
@@ -69,6 +75,8 @@ METHODS = {
     "dpm_solver": DPMSolverPP,
     "langevin": AnnealedLangevin,
     "edm": EDMSampler,
+    "unipc": UniPC,
+    "consistency": ConsistencySampling,
 }
 
 

@@ -122,6 +122,7 @@ OTHER_VALUE = {
     "schedule": ("edm", "uniform"), "solver": ("heun", "milstein"), "error_norm": ("per_example", "rms"),
     "controller": ("pi", "torchdiffeq"),
     "variance": ("posterior", "transition"),
+    "variant": ("bh1", "bh2"),
 }
 
 
@@ -149,7 +150,7 @@ def test_every_sampler_option_is_set_by_a_config_override(method):
         kind = declaration.option_types()[option]
         default = default_config().sampling[method][option]
         text = _other_text(option, default, kind)
-        text = {("dpm_solver", "order"): "1"}.get((method, option), text)
+        text = {("dpm_solver", "order"): "1", ("unipc", "order"): "2"}.get((method, option), text)
         companions = COMPANIONS.get((method, option), [])
         config = default_config()
         config.data.dataset = "gaussian_mixture"

@@ -23,6 +23,7 @@ import torch
 
 from sde_lib import controllable as controllable_lib
 from sde_lib import sampling as sampling_lib
+from sde_lib.distillation import DISTILL_SCHEDULES
 from sde_lib.guidance import NetworkClassifier
 from sde_lib.likelihood import DIVERGENCES
 from sde_lib.losses import PROPOSALS, WEIGHTINGS, DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
@@ -33,7 +34,7 @@ from sde_lib.sdes import SDES
 
 from .. import features as features_lib
 from ..data import DATASETS, DataSpec
-from ..specs import (ControllableSettings, EvalSettings, Experiment, LoopSettings, ModelSpec,
+from ..specs import (ConsistencySettings, ControllableSettings, DistillSettings, EvalSettings, Experiment, LoopSettings, ModelSpec,
                      OptimSettings, SampleQualitySettings, SamplingSettings, TrainingJob, lookup)
 from .config_files import config_to_json
 
@@ -383,6 +384,46 @@ def classifier_job(config, sde, data: DataSpec) -> Optional[TrainingJob]:
                        loop=loop, optim=optim, loss=NoisyClassifierLoss(sde, eps=c.training.eps))
 
 
+def distill_settings(config, sde) -> DistillSettings:
+    """Progressive distillation's rounds, grids and loop (`config.distill`)."""
+    d = config.distill
+    _positive_int("distill.rounds", d.rounds)
+    _positive_int("distill.student_steps", d.student_steps)
+    if d.student_steps % 2 ** (d.rounds - 1):
+        raise ValueError(f"config.distill.student_steps={d.student_steps} does not halve {d.rounds - 1} times"
+                         f" into whole steps; use a multiple of {2 ** (d.rounds - 1)} or fewer rounds")
+    _choice("distill.schedule", d.schedule, DISTILL_SCHEDULES)
+    if isinstance(d.eps, bool) or not isinstance(d.eps, (int, float)) or not 0.0 < d.eps < sde.T:
+        raise ValueError(f"config.distill.eps={d.eps!r}: expected a number in (0, T={sde.T})")
+    loop = _loop(config, d, "distill", False)
+    return DistillSettings(rounds=d.rounds, student_steps=d.student_steps, schedule=d.schedule, eps=float(d.eps),
+                           loop=loop, optim=_optim(d.optim, "distill.optim", loop.n_iters))
+
+
+CONSISTENCY_KINDS = ("distillation", "training")
+
+
+def consistency_settings(config, sde) -> ConsistencySettings:
+    """Consistency distillation / training (`config.consistency`)."""
+    c = config.consistency
+    _choice("consistency.kind", c.kind, CONSISTENCY_KINDS)
+    for field in ("n_levels", "s0", "s1"):
+        _positive_int(f"consistency.{field}", c[field])
+    if c.n_levels < 2 or c.s0 < 2 or c.s1 < c.s0:
+        raise ValueError(f"config.consistency: n_levels={c.n_levels}, s0={c.s0}, s1={c.s1}: need"
+                         " n_levels >= 2 and 2 <= s0 <= s1 (pairs of adjacent levels)")
+    if isinstance(c.rate, bool) or not isinstance(c.rate, (int, float)) or not 0.0 <= c.rate < 1.0:
+        raise ValueError(f"config.consistency.rate={c.rate!r}: expected a number in [0, 1)")
+    if isinstance(c.sigma_data, bool) or not isinstance(c.sigma_data, (int, float)) or not c.sigma_data > 0:
+        raise ValueError(f"config.consistency.sigma_data={c.sigma_data!r}: expected a number > 0")
+    if isinstance(c.eps, bool) or not isinstance(c.eps, (int, float)) or not 0.0 < c.eps < sde.T:
+        raise ValueError(f"config.consistency.eps={c.eps!r}: expected a number in (0, T={sde.T})")
+    loop = _loop(config, c, "consistency", False)
+    return ConsistencySettings(kind=c.kind, n_levels=c.n_levels, s0=c.s0, s1=c.s1, rate=float(c.rate),
+                               sigma_data=float(c.sigma_data), eps=float(c.eps), loop=loop,
+                               optim=_optim(c.optim, "consistency.optim", loop.n_iters))
+
+
 # --------------------------------------------------------------------------------- sampling
 def build_sampler(config, method: Optional[str] = None) -> sampling_lib.Sampler:
     """The sampler of `config.sampling`: `method` with the options of `sampling.<method>` and the
@@ -651,9 +692,12 @@ def build_experiment(config, modes: Sequence[str] = (), *, check_network: bool =
             controllable.inpainter.check(sde)
         except ValueError as err:
             raise _in_group("controllable", err) from None
+    distill = distill_settings(config, sde)
+    consistency = consistency_settings(config, sde)
     return Experiment(config_json=config_to_json(config), seed=config.seed, threads=config.threads, sde=sde,
                       data=data, score_model=model, train=train, classifier=classifier, sampling=sampling,
-                      controllable=controllable, evaluation=evaluation)
+                      controllable=controllable, evaluation=evaluation, distill=distill,
+                      consistency=consistency)
 
 
 

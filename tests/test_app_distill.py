@@ -1,0 +1,92 @@
+"""`--mode distill` (progressive distillation through the training loop): a killed round resumes
+and ends with exactly the weights of an uninterrupted one; each student is a checkpoint that
+`--mode sample` samples with its step count; `--mode consistency` from the same teacher gives a
+checkpoint that `--config.sampling.method=consistency` samples in N steps; bad settings are named before any work (main.py turns
+the factory's ValueError into one `error:` line and exit 2, as for every config field)."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from configs import vp_toy
+from sde_app import checkpoints, factory
+from test_app_resume import kill, wait_for
+from test_app_training import assert_bitwise_equal, final_state
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--noprogress", "--config.model.hidden_dim=32", "--config.model.num_blocks=1",
+        "--config.data.num_train=512", "--config.data.num_test=64"]
+DISTILL = ["--config.distill.rounds=2", "--config.distill.student_steps=4", "--config.distill.n_iters=60",
+           "--config.distill.batch_size=32", "--config.distill.checkpoint_freq=10", "--config.distill.log_freq=50"]
+
+
+def command(workdir, mode, *extra):
+    return [sys.executable, str(ROOT / "main.py"), f"--mode={mode}", f"--workdir={workdir}", *TINY, *extra]
+
+
+@pytest.mark.slow
+def test_killed_distillation_resumes_bit_exactly_and_students_and_consistency_models_sample(tmp_path):
+    teacher = tmp_path / "teacher"
+    done = subprocess.run(command(teacher, "train", "--config.training.n_iters=50", "--config.training.batch_size=64"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("ref", "run"):
+        shutil.copytree(teacher, tmp_path / name)
+    reference = subprocess.Popen(command(tmp_path / "ref", "distill", *DISTILL), cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+    run = tmp_path / "run"
+    round_1 = checkpoints.CheckpointDir(run / "distill" / "round_1")
+    proc = subprocess.Popen(command(run, "distill", *DISTILL), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    wait_for(round_1.previous_path.is_file, proc)
+    kill(proc)
+    first = checkpoints.load_state(round_1.resume_path)["step"]
+    assert 10 <= first < 60
+    done = subprocess.run(command(run, "distill", *DISTILL), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from {round_1.resume_path} at step {first}" in done.stdout
+    assert reference.wait(timeout=300) == 0, reference.stdout.read()
+    for k in (1, 2):
+        assert_bitwise_equal(final_state(tmp_path / "ref" / "distill" / f"round_{k}"),
+                             final_state(run / "distill" / f"round_{k}"))
+    state = checkpoints.load_state(checkpoints.CheckpointDir(run / "distill" / "round_2").resume_path)
+    assert state["distill"] == {"round": 2, "student_steps": 2, "schedule": "logsnr", "eps": 1e-3}
+
+    # The round's printed flags sample the student with its 2 steps.
+    flags = [line.split("sample it with: ")[1] for line in done.stdout.splitlines() if "round 2: 2 steps" in line]
+    assert len(flags) == 1
+    sampled = subprocess.run(command(run, "sample", "--config.sampling.num_samples=100", *flags[0].split()[1:]),
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert sampled.returncode == 0, sampled.stderr
+    assert "method=ddim, NFE=2" in sampled.stdout
+
+    # --mode consistency (distillation) from the same teacher: a checkpoint that samples in N steps.
+    done = subprocess.run(command(run, "consistency", "--config.consistency.n_iters=20", "--config.consistency.batch_size=64",
+                                  "--config.consistency.n_levels=10", "--config.consistency.checkpoint_freq=10"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ck = checkpoints.CheckpointDir(run / "consistency" / "distillation")
+    state = checkpoints.load_state(ck.resume_path)
+    assert state["step"] == 20 and state["consistency"] == {"kind": "distillation", "eps": 1e-3, "sigma_data": 0.5}
+    assert (ck.dir.parent / "tensorboard").is_dir()
+    flags = done.stdout.split("sample it with: ")[1].split()
+    sampled = subprocess.run(command(run, "sample", "--config.sampling.num_samples=100", *flags[1:-1],
+                                     "--config.sampling.N=3"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert sampled.returncode == 0, sampled.stderr
+    assert "method=consistency, NFE=3" in sampled.stdout
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("student_steps", 6, "config.distill.student_steps=6 does not halve 2 times"),
+    ("rounds", 0, "config.distill.rounds=0"),
+    ("schedule", "edm", "distill.schedule"),
+    ("eps", 2.0, "config.distill.eps=2.0"),
+])
+def test_bad_distill_settings_are_named(field, value, message):
+    config = vp_toy.get_config()
+    config.distill.rounds = 3
+    config.distill[field] = value
+    with pytest.raises(ValueError, match=message):
+        factory.build_experiment(config, ["distill"])
