@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from . import consistency_run, controllable_run, distill_run, distributed, evaluation, loading, sampling_run, training
 from .checkpoints import CheckpointDir, DamagedCheckpointsError
@@ -67,14 +67,18 @@ class Mode:
     Attributes:
       run: run(session, mode name) -> its result (the final step, or a summary).
       trains: it trains (writes checkpoints; no trained weights needed).
-      needs_weights: it reads trained weights (ours or official).
+      needs_weights: it reads trained weights (ours or official); or a function of the experiment
+        saying whether it does (consistency distillation reads its teacher, training does not).
       reads_data: it reads the data set (train, eval).
       guided_by: the settings group whose `guidance` may ask for the classifier, or None.
     """
 
     run: Callable[[Session, str], Any]
     trains: bool = False
-    needs_weights: bool = False
+    needs_weights: Union[bool, Callable[[Any], bool]] = False
+
+    def reads_weights(self, exp) -> bool:
+        return self.needs_weights(exp) if callable(self.needs_weights) else self.needs_weights
     reads_data: bool = False
     guided_by: Optional[str] = None
 
@@ -124,7 +128,8 @@ MODES = {
     "inpaint": Mode(_inpaint, needs_weights=True, guided_by="controllable"),
     "colorize": Mode(_colorize, needs_weights=True, guided_by="controllable"),
     "distill": Mode(_distill, trains=True, needs_weights=True, reads_data=True),
-    "consistency": Mode(_consistency, trains=True, reads_data=True),
+    "consistency": Mode(_consistency, trains=True, reads_data=True,
+                        needs_weights=lambda exp: exp.consistency.kind == "distillation"),
 }
 
 
@@ -156,7 +161,7 @@ def check(session: Session) -> None:
     if "train_classifier" in modes and exp.classifier is None:
         raise ValueError(f"--mode train_classifier needs labelled data, but dataset {exp.data.dataset!r}"
                          " has no classes")
-    needs = [m for m in modes if MODES[m].needs_weights]
+    needs = [m for m in modes if MODES[m].reads_weights(exp)]
     if needs and "train" not in modes and session.official is None and not session.checkpoint:
         ckdir = CheckpointDir(workdir)
         if not ckdir.has_checkpoint() and ckdir.damaged():
