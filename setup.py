@@ -34,5 +34,5 @@ setup(
     # depends on torchvision, which pins its own torch; only its Inception module is imported
     # here, so with a torch of your own install it alone: pip install --no-deps torch-fidelity
     # (docs/evaluation.md).
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"], "eval": ["torch-fidelity>=0.3"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "pytest-xdist>=3"], "eval": ["torch-fidelity>=0.3"]},
 )
