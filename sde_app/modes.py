@@ -76,11 +76,11 @@ class Mode:
     run: Callable[[Session, str], Any]
     trains: bool = False
     needs_weights: Union[bool, Callable[[Any], bool]] = False
+    reads_data: bool = False
+    guided_by: Optional[str] = None
 
     def reads_weights(self, exp) -> bool:
         return self.needs_weights(exp) if callable(self.needs_weights) else self.needs_weights
-    reads_data: bool = False
-    guided_by: Optional[str] = None
 
 
 def _train(s: Session, mode: str):
