@@ -49,7 +49,13 @@ def parse_method(row: str):
     options = {}
     for pair in pairs:
         key, value = pair.split("=", 1)
-        options[key] = int(value) if value.lstrip("-").isdigit() else {"True": True, "False": False}.get(value, value)
+        try:
+            options[key] = int(value)
+        except ValueError:
+            try:
+                options[key] = float(value)
+            except ValueError:
+                options[key] = {"True": True, "False": False}.get(value, value)
     return method, options
 
 

@@ -5,6 +5,8 @@ them, so that none imports another for its grid.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .progress import progress_bar
@@ -70,7 +72,7 @@ _OPTIMIZED = {}
 
 
 def optimized_time_points(sde, eps: float, N: int, solver, denoise, device=None, *, iters: int = 300,
-                          n_scales: int = 33) -> Tensor:
+                          n_scales: int = 33, max_scale: float = 1.0) -> Tensor:
     """N times from T down to eps chosen for `sde`, eps and `solver` at N points, float64 (N,).
 
     The grid minimises the solver's own error on Gaussian data, where the probability flow is known
@@ -79,7 +81,9 @@ def optimized_time_points(sde, eps: float, N: int, solver, denoise, device=None,
     final step (`denoise`) is applied to that exact x_eps; the solver, run with the exact score
     -x / (alpha^2 v + std^2), scales x_T by its own factor. The objective is the mean over data
     scales of log(solver factor / exact factor)^2, the scales sqrt(v) log-spaced from
-    std(eps) / alpha(eps) (finer structure is below the noise at eps) to 1 (data in [-1, 1]).
+    std(eps) / alpha(eps) (finer structure is below the noise at eps) to `max_scale` (default 1:
+    data in [-1, 1]; a larger one also fits the grid to coarser structure, e.g. the distances
+    between a mixture's components, which the flow resolves earlier, at larger noise).
     Times are parameterised as T + (eps - T) cumsum(softmax(theta)), started from the "logsnr" grid
     and optimised by Adam (`iters` steps). Found once per (SDE, eps, N, solver, denoise) and kept.
 
@@ -88,19 +92,20 @@ def optimized_time_points(sde, eps: float, N: int, solver, denoise, device=None,
         that is differentiable in `grid` (the N times, float64).
     """
     key = (type(sde).__qualname__, repr(sorted(vars(sde).items(), key=lambda kv: kv[0])), float(eps), N,
-           repr(solver), denoise, iters, n_scales)
+           repr(solver), denoise, iters, n_scales, float(max_scale))
     if key not in _OPTIMIZED:
-        _OPTIMIZED[key] = _optimize_grid(sde, float(eps), N, solver, denoise, iters, n_scales)
+        _OPTIMIZED[key] = _optimize_grid(sde, float(eps), N, solver, denoise, iters, n_scales, float(max_scale))
     return _OPTIMIZED[key].clone().to(device)
 
 
-def _optimize_grid(sde, eps, N, solver, denoise, iters, n_scales):
+def _optimize_grid(sde, eps, N, solver, denoise, iters, n_scales, max_scale=1.0):
     start = time_points(sde, eps, N, "logsnr")
     if N <= 2:
         return start
     ends = torch.tensor([sde.T, eps], dtype=torch.float64)
     alpha, std = sde.marginal_coeffs(ends)
-    v = torch.logspace(2 * torch.log10(std[1] / alpha[1]).item(), 0.0, n_scales, dtype=torch.float64)
+    v = torch.logspace(2 * torch.log10(std[1] / alpha[1]).item(), 2 * math.log10(max_scale), n_scales,
+                       dtype=torch.float64)
 
     def score_fn(x, t):
         a, s = sde.marginal_coeffs(t)

@@ -136,7 +136,36 @@ def test_optimized_grid_beats_logsnr_on_its_objective_and_keeps_the_ends():
     ("unipc", dict(variant="bh3"), "variant"),
     ("unipc", dict(corrector="yes"), "corrector"),
     ("unipc", dict(schedule="cosine"), "schedule"),
+    ("dpm_solver", dict(grid_max_scale=0.0), "grid_max_scale"),
+    ("unipc", dict(grid_max_scale="big"), "grid_max_scale"),
 ])
 def test_bad_options_are_rejected_before_work(method, options, message):
     with pytest.raises(ValueError, match=message):
         build_sampler(method, **options)
+
+
+def test_optimized_grid_max_scale_fits_the_grid_to_coarser_data():
+    # With max_scale = 3 the objective covers data std from std(eps) / alpha(eps) up to 3
+    # (grids.optimized_time_points); on Gaussian data of std 0.01, 0.1, 1 and 3, whose flow is known
+    # exactly, that grid's summed error at N = 6 must be below the default grid's (fitted only up
+    # to std 1) and the log-SNR grid's; the ends stay T and eps and the times decrease.
+    sde, eps, N = VPSDE(), 1e-3, 6
+    alpha, std = (c.item() for c in sde.marginal_coeffs(torch.tensor([sde.T], dtype=torch.float64)))
+    a_e, s_e = (c.item() for c in sde.marginal_coeffs(torch.tensor([eps], dtype=torch.float64)))
+    total = {}
+    for name, options in [("logsnr", dict(schedule="logsnr")), ("default", dict(schedule="optimized")),
+                          ("max3", dict(schedule="optimized", grid_max_scale=3.0))]:
+        total[name] = 0.0
+        for v in (1e-4, 1e-2, 1.0, 9.0):
+            gm = GaussianMixture([1.0], [[0.0]], [[[v]]])
+            x_T = torch.ones(1, 1, dtype=torch.float64)
+            out, nfe = sample(sde, gm.score_fn(sde), (1, 1), method="dpm_solver", order=2, N=N, eps=eps, x_T=x_T,
+                              dtype=torch.float64, **options)
+            var_eps = a_e**2 * v + s_e**2
+            exact = math.sqrt(var_eps / (alpha**2 * v + std**2)) * (1 - 0.5 * s_e**2 / var_eps) / a_e
+            total[name] += math.log(out.item() / exact) ** 2
+            assert nfe == N
+    assert total["max3"] < total["default"] and total["max3"] < total["logsnr"], total
+    sampler = build_sampler("dpm_solver", order=2, schedule="optimized", grid_max_scale=3.0, eps=eps, N=N)
+    grid = grids.optimized_time_points(sde, eps, N, sampler.method, "pf", max_scale=3.0)
+    assert grid[0].item() == sde.T and grid[-1].item() == eps and (grid[1:] < grid[:-1]).all()

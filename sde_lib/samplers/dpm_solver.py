@@ -7,6 +7,7 @@ N(alpha(t) x_0, std(t)^2 I) here: VP, sub-VP, VE.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -33,20 +34,27 @@ class DPMSolverPP(SamplingMethod):
     N times of `schedule` from T to eps, then the final step to zero noise (`denoise`, see
     `predictors.reverse_sde_final_step`); with denoise=False, N steps ending at eps.
     schedule="optimized": the grid that minimises this solver's error on Gaussian data of every
-    scale (`grids.optimized_time_points`; found once per SDE, eps, N and options, a few seconds).
+    scale (`grids.optimized_time_points`; found once per SDE, eps, N and options, a few seconds);
+    grid_max_scale: the largest data standard deviation that grid is fitted for (its `max_scale`;
+    only with schedule="optimized").
     """
 
     order: int = 2
     schedule: str = "logsnr"
+    grid_max_scale: float = 1.0
 
     def validate(self) -> None:
         if isinstance(self.order, bool) or self.order not in (1, 2, 3):
             raise ValueError(f"order={self.order!r} is not one of [1, 2, 3]")
         check_choice("schedule", self.schedule, SOLVER_SCHEDULES)
+        if isinstance(self.grid_max_scale, bool) or not isinstance(self.grid_max_scale, (int, float)) \
+                or not 0 < self.grid_max_scale < math.inf:
+            raise ValueError(f"grid_max_scale={self.grid_max_scale!r}: expected a positive number (default 1.0)")
 
     def run(self, sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progress):
         if self.schedule == "optimized":
-            grid = optimized_time_points(sde, eps, N + (denoise is False), self, denoise, x.device)
+            grid = optimized_time_points(sde, eps, N + (denoise is False), self, denoise, x.device,
+                                         max_scale=self.grid_max_scale)
         else:
             grid = time_points(sde, eps, N + (denoise is False), self.schedule, x.device)
         return self.solve(sde, score_fn, x, grid, denoise, generator, progress)

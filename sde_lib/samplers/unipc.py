@@ -39,13 +39,15 @@ class UniPC(SamplingMethod):
     The first steps use the orders the history allows. N - 1 steps over the N times of `schedule`
     from T to eps, the corrector after each but the last (it would need one more evaluation), then
     the final step to zero noise (`denoise`, see `predictors.reverse_sde_final_step`); with
-    denoise=False, N steps ending at eps. schedule="optimized": see `grids.optimized_time_points`.
+    denoise=False, N steps ending at eps. schedule="optimized": see `grids.optimized_time_points`;
+    grid_max_scale: its `max_scale` (only with schedule="optimized").
     """
 
     order: int = 3
     variant: str = "bh2"
     corrector: bool = True
     schedule: str = "logsnr"
+    grid_max_scale: float = 1.0
 
     def validate(self) -> None:
         if isinstance(self.order, bool) or self.order not in (1, 2, 3):
@@ -54,10 +56,14 @@ class UniPC(SamplingMethod):
         if not isinstance(self.corrector, bool):
             raise ValueError(f"corrector={self.corrector!r}: expected True or False")
         check_choice("schedule", self.schedule, SOLVER_SCHEDULES)
+        if isinstance(self.grid_max_scale, bool) or not isinstance(self.grid_max_scale, (int, float)) \
+                or not 0 < self.grid_max_scale < math.inf:
+            raise ValueError(f"grid_max_scale={self.grid_max_scale!r}: expected a positive number (default 1.0)")
 
     def run(self, sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progress):
         if self.schedule == "optimized":
-            grid = optimized_time_points(sde, eps, N + (denoise is False), self, denoise, x.device)
+            grid = optimized_time_points(sde, eps, N + (denoise is False), self, denoise, x.device,
+                                         max_scale=self.grid_max_scale)
         else:
             grid = time_points(sde, eps, N + (denoise is False), self.schedule, x.device)
         return self.solve(sde, score_fn, x, grid, denoise, generator, progress)
