@@ -48,6 +48,7 @@ def optim_group(*, lr: float = 2e-4, warmup: int = 5000, schedule: str = "consta
     optim.warmup = warmup           # linear warm-up steps
     optim.grad_clip = grad_clip     # max global gradient norm; <= 0 disables
     optim.schedule = schedule       # after warm-up: constant | cosine (to 0 at n_iters)
+    optim.implementation = "fused"  # Adam kernels: fused (one pass per tensor) | foreach | for_loop
     return optim
 
 
@@ -87,6 +88,10 @@ def default_config() -> ml_collections.ConfigDict:
     training.mixed_precision = "none"   # none | bf16 (autocast)
     training.compile = False        # torch.compile the network
     training.deterministic = False  # deterministic kernels (bitwise-reproducible resumes on GPU)
+    training.channels_last = False  # channels-last (NHWC) weights and images for image networks
+    # Activation checkpointing: the U-Net levels at these resolutions (e.g. (32, 16)) keep no
+    # activations in the forward pass and recompute them in the backward pass (less memory).
+    training.checkpoint_resolutions = ()
     # Class conditioning: the network gets model.num_classes = the data's classes, and each
     # training label is replaced by the null label with probability p_uncond (label dropout), so
     # one network learns the conditional and the unconditional score (classifier-free guidance).

@@ -87,6 +87,7 @@ class OptimSettings:
     grad_clip: float
     schedule: str
     n_iters: int
+    implementation: str = "fused"  # Adam kernels: "fused" | "foreach" | "for_loop"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +105,8 @@ class LoopSettings:
     mixed_precision: str     # "none" | "bf16"
     compile: bool
     deterministic: bool
+    channels_last: bool = False            # NHWC weights and images (4-D tensors)
+    checkpoint_resolutions: Tuple[int, ...] = ()  # U-Net levels with activation checkpointing
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import torch
 
-from .utils import batch_broadcast, check_end_time, randn_like
+from .utils import batch_broadcast, check_end_time, randn_like, to_device
 
 Tensor = torch.Tensor
 
@@ -63,7 +63,7 @@ class ImportanceTimeSampler:
         frac = (u - self.cdf[j]) / (self.cdf[j + 1] - self.cdf[j])
         t = self.grid[j] + frac * (self.grid[j + 1] - self.grid[j])
         weight = self.unnormalised_density(t) / (self.cell_density[j] * (self.T - self.eps))
-        return t.to(device), weight.to(device)
+        return to_device(t, device), to_device(weight, device)
 
 
 class DenoisingScoreMatching:
@@ -106,8 +106,9 @@ class DenoisingScoreMatching:
             t, weight = self.time_sampler.sample(B, generator=generator, device=x0.device)
             t = t.to(x0.dtype)
         elif t is None:
-            u = torch.rand(B, generator=generator, dtype=torch.float64,
-                           device=generator.device if generator is not None else x0.device).to(x0.device)
+            u = to_device(torch.rand(B, generator=generator, dtype=torch.float64,
+                                     device=generator.device if generator is not None else x0.device),
+                          x0.device)
             t = (u * (sde.T - self.eps) + self.eps).to(x0.dtype)
         z = randn_like(x0, generator) if noise is None else noise
         mean, std = sde.marginal_prob(x0, t)
@@ -155,8 +156,9 @@ def discrete_dsm_loss(
     """
     B = x0.shape[0]
     if levels is None:
-        levels = torch.randint(0, sde.N, (B,), generator=generator,
-                               device=generator.device if generator is not None else x0.device).to(x0.device)
+        levels = to_device(torch.randint(0, sde.N, (B,), generator=generator,
+                                         device=generator.device if generator is not None else x0.device),
+                           x0.device)
     z = randn_like(x0, generator) if noise is None else noise
     alpha, std = sde.discrete_marginal_coeffs(levels)
     x_i = batch_broadcast(alpha, x0) * x0 + batch_broadcast(std, x0) * z
