@@ -67,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--sample-steps", type=int, default=100, help="N of the PC sampler")
     p.add_argument("--ode-tol", type=float, default=1e-3, help="rtol = atol of the ODE sampler")
     p.add_argument("--peak-tflops", type=float, default=None, help="bf16 peak, if the GPU is not known")
+    p.add_argument("--parts", nargs="+", default=["correctness", "training", "sampling"],
+                   choices=["correctness", "training", "sampling"])
     p.add_argument("--json", default=None)
     return p.parse_args(argv)
 
@@ -277,40 +279,43 @@ def main(argv=None):
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
     print(f"# gpu_check: {name}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
 
-    result = {"device": name}
-    result["correctness"] = rows = correctness(args, root, device)
-    print("\n## Correctness against the CPU (fp32), first training step and later losses")
-    print("| network | precision | loss rel. err. | gradient rel. err. | later losses, worst | ok |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {NETWORKS[r['network']][0]} | {r['precision']} | {r['loss_err']:.1e} | {r['grad_err']:.1e}"
-              f" | {r['later_loss_err']:.1e} | {'yes' if r['ok'] else 'NO'} |")
-    result["runs"] = runs = sampling_and_likelihood_run(args, root, device)
-    print(f"\nPC sampling, ODE sampling and likelihood run, finite: {runs}")
+    result = {"device": name, "correctness": [], "runs": {}}
+    if "correctness" in args.parts:
+        result["correctness"] = rows = correctness(args, root, device)
+        print("\n## Correctness against the CPU (fp32), first training step and later losses")
+        print("| network | precision | loss rel. err. | gradient rel. err. | later losses, worst | ok |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {NETWORKS[r['network']][0]} | {r['precision']} | {r['loss_err']:.1e} | {r['grad_err']:.1e}"
+                  f" | {r['later_loss_err']:.1e} | {'yes' if r['ok'] else 'NO'} |")
+        result["runs"] = runs = sampling_and_likelihood_run(args, root, device)
+        print(f"\nPC sampling, ODE sampling and likelihood run, finite: {runs}")
 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # the speed part: TF32 as training would use
         torch.backends.cudnn.allow_tf32 = True
-    result["training"] = rows = throughput(args, root, device)
-    print(f"\n## Training step, batch {args.batch_size} (median of {args.steps} after 2 warm-up steps)")
-    print("| network | precision | step (s) | images/s | TFLOP/s | MFU (bf16 peak) | peak memory (MiB) | warm-up (s) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {NETWORKS[r['network']][0]} | {r['precision']} | {r['step_s']:.3f} | {r['images_per_s']:.0f}"
-              f" | {r['tflops']:.1f} | {r['mfu']:.1%} | {r['peak_mib']:.0f} | {r['warmup_s']:.1f} |")
-    result["sampling"] = rows = sampling_throughput(args, root, device)
-    print("\n## Sampling, DDPM++ (random weights: the ODE's NFE is not a trained model's)")
-    print("| sampler | batch | NFE per sample | wall (s) | samples/s | finite |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['sampler']} | {r['batch']} | {r['nfe']} | {r['wall_s']:.2f} | {r['samples_per_s']:.2f}"
-              f" | {r['finite']} |")
+    if "training" in args.parts:
+        result["training"] = rows = throughput(args, root, device)
+        print(f"\n## Training step, batch {args.batch_size} (median of {args.steps} after 2 warm-up steps)")
+        print("| network | precision | step (s) | images/s | TFLOP/s | MFU (bf16 peak) | peak memory (MiB) | warm-up (s) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {NETWORKS[r['network']][0]} | {r['precision']} | {r['step_s']:.3f} | {r['images_per_s']:.0f}"
+                  f" | {r['tflops']:.1f} | {r['mfu']:.1%} | {r['peak_mib']:.0f} | {r['warmup_s']:.1f} |")
+    if "sampling" in args.parts:
+        result["sampling"] = rows = sampling_throughput(args, root, device)
+        print("\n## Sampling, DDPM++ (random weights: the ODE's NFE is not a trained model's)")
+        print("| sampler | batch | NFE per sample | wall (s) | samples/s | finite |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['sampler']} | {r['batch']} | {r['nfe']} | {r['wall_s']:.2f} | {r['samples_per_s']:.3f}"
+                  f" | {r['finite']} |")
     total = time.perf_counter() - started
     print(f"\ntotal {total:.0f} s")
     result["total_s"] = total
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=str))
-    ok = all(r["ok"] for r in result["correctness"]) and all(runs.values())
+    ok = all(r["ok"] for r in result["correctness"]) and all(result["runs"].values())
     if not ok:
         print("error: the GPU disagrees with the CPU beyond tolerance or a run failed (see the tables)",
               file=sys.stderr)
