@@ -113,6 +113,7 @@ def default_config() -> ml_collections.ConfigDict:
     sampling.pc.corrector = "none"
     sampling.num_samples = 64
     sampling.batch_size = 64        # per rank
+    sampling.compile = False        # torch.compile the score network (once per batch shape)
     sampling.seed = placeholder(int)  # None = config.seed
     # Class labels: None (unconditional), an int, a list (cycled over the samples) or -1 (all
     # classes cycled: sample i gets class i % num_classes).

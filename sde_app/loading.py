@@ -80,7 +80,14 @@ def load_trained(exp: Experiment, workdir: Optional[Path], device: torch.device,
                         " --mode train,sample), or name one with --checkpoint=PATH")
     net = _ema_net(exp.train, state, device)
     step = int(state["step"])
-    return LoadedModel(exp.sde, exp.score_model.wrap(net, exp.sde), net, step, str(path), f"step_{step:08d}")
+    return LoadedModel(exp.sde, exp.score_model.wrap(scoring_net(exp, net), exp.sde), net, step, str(path),
+                       f"step_{step:08d}")
+
+
+def scoring_net(exp: Experiment, net: torch.nn.Module) -> torch.nn.Module:
+    """The network the score calls go through: `net`, or with `sampling.compile` its
+    `torch.compile` (static shapes: compiled once per batch shape and reused by every step)."""
+    return torch.compile(net, dynamic=False) if exp.sampling.compile else net
 
 
 def load_classifier(exp: Experiment, workdir: Optional[Path], device: torch.device,
@@ -114,5 +121,5 @@ def load_official(exp: Experiment, checkpoint: str, official: Dict[str, Any], de
     net.load_state_dict(state["ema"])
     net.to(device).eval().requires_grad_(False)
     step = int(state["step"])
-    return LoadedModel(exp.sde, exp.score_model.wrap(net, exp.sde), net, step, str(checkpoint),
-                       f"official_step_{step:08d}")
+    return LoadedModel(exp.sde, exp.score_model.wrap(scoring_net(exp, net), exp.sde), net, step,
+                       str(checkpoint), f"official_step_{step:08d}")

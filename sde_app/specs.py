@@ -128,6 +128,7 @@ class SamplingSettings:
     guidance: str = "none"
     scales: Tuple[float, ...] = (1.0,)
     null_label: int = 0
+    compile: bool = False  # torch.compile the score network (`loading`)
 
     def class_labels(self, n: int) -> Optional[torch.Tensor]:
         """Labels (n,) long: sample i gets the (i mod L)-th of `labels`; None without labels."""
