@@ -276,7 +276,8 @@ def main(argv=None):
     root = Path(tempfile.mkdtemp(prefix="gpu_check_"))
     write_fake_cifar10(root, n_train=16, n_test=8)
     started = time.perf_counter()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({torch.get_num_threads()} threads){', dry run' if args.dry_run else ''}")
     print(f"# gpu_check: {name}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
 
     result = {"device": name, "correctness": [], "runs": {}}

@@ -1,7 +1,9 @@
 """`--mode train`: the training loop of Song et al. (2021, App. H).
 
 Adam with a linear learning-rate warm-up and gradient-norm clipping, an EMA of the weights,
-optional bf16 autocast and `torch.compile`, DistributedDataParallel under torchrun. The loss's t
+optional bf16 autocast, `torch.compile`, channels-last memory format and activation checkpointing
+per U-Net resolution, DistributedDataParallel under torchrun. Nothing in a step waits for the
+device: the loss and gradient norm stay device tensors until a log step reads them. The loss's t
 and noise come from a dedicated CPU `torch.Generator` seeded by (seed, rank), so a run is
 reproducible, and resumable bit for bit: a resume checkpoint holds the model, EMA, optimizer,
 step, data-loader position and every RNG state (`checkpoints.py`, `rng.py`).
