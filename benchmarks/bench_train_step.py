@@ -12,6 +12,8 @@ alike; the table gives the median over rounds after `--warmup` untimed rounds:
                       Adam, EMA; the loss stays a device tensor, as when not logging)
   vs default          the default step's time / this option's time (> 1: faster)
   official / this     the official step's time / this option's time, same rounds
+  CPU time (s)        median process CPU time of one step (all threads): on a shared CPU it
+                      leaves out the time spent waiting for other processes, a steadier figure
   peak memory (MiB)   CUDA: peak allocated during the steps; CPU (`--memory`): increase of the
                       peak RSS over building the option's objects, in a process of its own
 
@@ -151,16 +153,18 @@ def run_network(args, network: str, official) -> list:
         trainers[option] = app_trainer(network, option, args.batch_size, device, root)
         steps[option] = trainers[option].train_step
     times = {name: [] for name in steps}
+    cpu_times = {name: [] for name in steps}
     for r in range(args.warmup + args.rounds):
         for name, step in steps.items():
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step(x)
             _sync(device)
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - start)
+                cpu_times[name].append(time.process_time() - start_cpu)
             if device.type == "cuda":
                 peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**20)
     del trainers, steps
@@ -171,9 +175,12 @@ def run_network(args, network: str, official) -> list:
                                   check=True, capture_output=True, text=True)
             peaks[option] = json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
     median = {name: statistics.median(ts) for name, ts in times.items()}
+    cpu = {name: statistics.median(ts) for name, ts in cpu_times.items()}
     rows = []
     for name in times:
-        rows.append(dict(network=network, option=name, step_s=median[name],
+        rows.append(dict(network=network, option=name, step_s=median[name], cpu_s=cpu[name],
+                         cpu_vs_default=cpu["default"] / cpu[name] if "default" in cpu else None,
+                         cpu_official_over_this=cpu["official"] / cpu[name] if "official" in cpu else None,
                          all_s=[round(t, 3) for t in times[name]],
                          vs_default=median["default"] / median[name] if "default" in median else None,
                          official_over_this=median["official"] / median[name] if "official" in median else None,
@@ -201,12 +208,14 @@ def main(argv=None):
           f" device {args.device}, {torch.get_num_threads()} threads, batch {args.batch_size}, 32x32;"
           f" median of {args.rounds} interleaved rounds after {args.warmup} warm-up;"
           f" load average {load0:.1f} at start, {os.getloadavg()[0]:.1f} at end")
-    print("| network | step | step (s) | vs default | official / this | peak memory (MiB) | all rounds (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| network | step | wall (s) | vs default | official / this | CPU time (s) | vs default (CPU)"
+          " | official / this (CPU) | peak memory (MiB) | all rounds, wall (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         print(f"| {NETWORKS[r['network']][0]} | {r['option']} | {r['step_s']:.3f} | {fmt(r['vs_default'], '.2f')}x"
-              f" | {fmt(r['official_over_this'], '.2f')}x | {fmt(r['peak_mib'], '.0f')} | {r['all_s']} |")
+              f" | {fmt(r['official_over_this'], '.2f')}x | {r['cpu_s']:.3f} | {fmt(r['cpu_vs_default'], '.2f')}x"
+              f" | {fmt(r['cpu_official_over_this'], '.2f')}x | {fmt(r['peak_mib'], '.0f')} | {r['all_s']} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
