@@ -17,8 +17,11 @@ alike; the table gives the median over rounds after `--warmup` untimed rounds:
   peak memory (MiB)   CUDA: peak allocated during the steps; CPU (`--memory`): increase of the
                       peak RSS over building the option's objects, in a process of its own
 
+On a shared CPU run it with OMP_WAIT_POLICY=PASSIVE: OpenMP threads that spin while they wait
+made every step (ours and the official alike) 5-10x slower under other sessions' load.
+
 Examples:
-    python benchmarks/bench_train_step.py --official /tmp/score_sde_pytorch --threads 2
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_train_step.py --official /tmp/score_sde_pytorch
     python benchmarks/bench_train_step.py --networks ddpmpp --options default bf16 --memory
     python benchmarks/bench_train_step.py --device cuda --batch-size 128 --options default bf16 bf16_compile
 """
