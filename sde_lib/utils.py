@@ -97,7 +97,10 @@ def randn(shape, generator: Optional[torch.Generator] = None, device=None, dtype
 
 def to_device(x: torch.Tensor, device) -> torch.Tensor:
     """x moved to `device`; a CPU tensor bound for a GPU goes through pinned memory without
-    blocking, so the host does not wait for the GPU's queued work (no synchronisation)."""
+    blocking, so the host does not wait for the GPU's queued work (no synchronisation). A None
+    device leaves x where it is."""
+    if device is None:
+        return x
     device = torch.device(device)
     if x.device == device or x.device.type != "cpu" or device.type != "cuda":
         return x.to(device)
