@@ -48,6 +48,7 @@ def optim_group(*, lr: float = 2e-4, warmup: int = 5000, schedule: str = "consta
     optim.warmup = warmup           # linear warm-up steps
     optim.grad_clip = grad_clip     # max global gradient norm; <= 0 disables
     optim.schedule = schedule       # after warm-up: constant | cosine (to 0 at n_iters)
+    optim.implementation = "fused"  # Adam kernels: fused (one pass per tensor) | foreach | for_loop
     return optim
 
 
@@ -95,6 +96,10 @@ def default_config() -> ml_collections.ConfigDict:
     training.mixed_precision = "none"   # none | bf16 (autocast)
     training.compile = False        # torch.compile the network
     training.deterministic = False  # deterministic kernels (bitwise-reproducible resumes on GPU)
+    training.channels_last = False  # channels-last (NHWC) weights and images for image networks
+    # Activation checkpointing: the U-Net levels at these resolutions (e.g. (32, 16)) keep no
+    # activations in the forward pass and recompute them in the backward pass (less memory).
+    training.checkpoint_resolutions = ()
     # Class conditioning: the network gets model.num_classes = the data's classes, and each
     # training label is replaced by the null label with probability p_uncond (label dropout), so
     # one network learns the conditional and the unconditional score (classifier-free guidance).
@@ -116,6 +121,7 @@ def default_config() -> ml_collections.ConfigDict:
     sampling.pc.corrector = "none"
     sampling.num_samples = 64
     sampling.batch_size = 64        # per rank
+    sampling.compile = False        # torch.compile the score network (once per batch shape)
     sampling.seed = placeholder(int)  # None = config.seed
     # Class labels: None (unconditional), an int, a list (cycled over the samples) or -1 (all
     # classes cycled: sample i gets class i % num_classes).

@@ -516,6 +516,15 @@ class Combine(nn.Module):
         return p + h
 
 
+def run_block(block: nn.Module, checkpointed: bool, *args):
+    """block(*args), through activation checkpointing when `checkpointed` and gradients are on:
+    the block's inner activations are not kept but recomputed in the backward pass (with the
+    same dropout masks: the RNG state is replayed), the same values and gradients."""
+    if checkpointed and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+    return block(*args)
+
+
 class DownLevel(nn.Module):
     """One encoder resolution: residual blocks (each optionally followed by attention), then the
     downsampling step and the input-pyramid step, which the network sets (absent on the coarsest
@@ -542,14 +551,16 @@ class DownLevel(nn.Module):
         self.pyramid_downsample: Optional[nn.Module] = None
         self.pyramid_combine: Optional[nn.Module] = None
 
+    checkpointed = False  # activation checkpointing of the blocks (`UNet`)
+
     def forward_blocks(self, h: torch.Tensor, temb: Optional[torch.Tensor],
                        skips: Optional[List[torch.Tensor]] = None) -> torch.Tensor:
         """The residual blocks (and attention) on h (B, in_ch, S, S) -> (B, out_ch, S, S); every
         block's output is appended to `skips` when given (the U-Net's skip connections)."""
         for i, block in enumerate(self.blocks):
-            h = block(h, temb)
+            h = run_block(block, self.checkpointed, h, temb)
             if len(self.attns) > 0:
-                h = self.attns[i](h)
+                h = run_block(self.attns[i], self.checkpointed, h)
             if skips is not None:
                 skips.append(h)
         return h
@@ -581,14 +592,16 @@ class UpLevel(nn.Module):
         self.pyramid_conv: Optional[nn.Module] = None
         self.upsample: Optional[nn.Module] = None
 
+    checkpointed = False  # activation checkpointing of the blocks (`UNet`)
+
     def forward_blocks(self, h: torch.Tensor, temb: Optional[torch.Tensor],
                        skips: List[torch.Tensor]) -> torch.Tensor:
         """The residual blocks on [h, skips.pop()] and the attention: (B, in_ch, S, S) ->
         (B, out_ch, S, S)."""
         for block in self.blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), temb)
+            h = run_block(block, self.checkpointed, torch.cat([h, skips.pop()], dim=1), temb)
         if self.attn is not None:
-            h = self.attn(h)
+            h = run_block(self.attn, self.checkpointed, h)
         return h
 
 
@@ -652,6 +665,24 @@ class UNet(nn.Module):
                         attention if res in self.attn_resolutions else None)
         return level, out_ch
 
+    def set_activation_checkpointing(self, resolutions: Sequence[int]) -> None:
+        """Activation checkpointing (`run_block`) of the residual and attention blocks of the
+        encoder and decoder levels at `resolutions` (and of the middle block when the coarsest
+        resolution is listed); () turns it off. Outputs and gradients are unchanged; the
+        activations kept for the backward pass shrink to the blocks' inputs.
+
+        Raises:
+            ValueError: a resolution not on the network's ladder (S, S/2, ...).
+        """
+        ladder = [int(key.split("x")[0]) for key in self.down]
+        wanted = {int(r) for r in resolutions}
+        if not wanted <= set(ladder):
+            raise ValueError(f"resolutions {sorted(wanted - set(ladder), reverse=True)} are not on"
+                             f" the network's ladder {ladder}; pick from it")
+        for key, level in list(self.down.items()) + list(self.up.items()):
+            level.checkpointed = int(key.split("x")[0]) in wanted
+        self.mid.checkpointed = ladder[-1] in wanted
+
     def _conditioning(self, x: torch.Tensor, labels: torch.Tensor, y: Optional[torch.Tensor]):
         """Checked (B,) labels and the embedding (B, 4 nf) of the labels and classes (or None)."""
         labels = check_inputs(x, labels, (self.num_channels, self.image_size, self.image_size))
@@ -669,5 +700,8 @@ class MidBlock(nn.Module):
         super().__init__()
         self.block1, self.attn, self.block2 = block1, attn, block2
 
+    checkpointed = False  # activation checkpointing of the three parts (`UNet`)
+
     def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
-        return self.block2(self.attn(self.block1(h, temb)), temb)
+        c = self.checkpointed
+        return run_block(self.block2, c, run_block(self.attn, c, run_block(self.block1, c, h, temb)), temb)

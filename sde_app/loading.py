@@ -84,9 +84,16 @@ def load_trained(exp: Experiment, workdir: Optional[Path], device: torch.device,
     step = int(state["step"])
     if "consistency" in state:  # a consistency model (`consistency_run`): read through f
         c = state["consistency"]
-        score_fn = ConsistencyFunction(net, exp.sde, c["eps"], c["sigma_data"]).as_score()
+        score_fn = ConsistencyFunction(scoring_net(exp, net), exp.sde, c["eps"], c["sigma_data"]).as_score()
         return LoadedModel(exp.sde, score_fn, net, step, str(path), f"consistency_step_{step:08d}")
-    return LoadedModel(exp.sde, exp.score_model.wrap(net, exp.sde), net, step, str(path), f"step_{step:08d}")
+    return LoadedModel(exp.sde, exp.score_model.wrap(scoring_net(exp, net), exp.sde), net, step, str(path),
+                       f"step_{step:08d}")
+
+
+def scoring_net(exp: Experiment, net: torch.nn.Module) -> torch.nn.Module:
+    """The network the score calls go through: `net`, or with `sampling.compile` its
+    `torch.compile` (static shapes: compiled once per batch shape and reused by every step)."""
+    return torch.compile(net, dynamic=False) if exp.sampling.compile else net
 
 
 def load_classifier(exp: Experiment, workdir: Optional[Path], device: torch.device,
@@ -120,5 +127,5 @@ def load_official(exp: Experiment, checkpoint: str, official: Dict[str, Any], de
     net.load_state_dict(state["ema"])
     net.to(device).eval().requires_grad_(False)
     step = int(state["step"])
-    return LoadedModel(exp.sde, exp.score_model.wrap(net, exp.sde), net, step, str(checkpoint),
-                       f"official_step_{step:08d}")
+    return LoadedModel(exp.sde, exp.score_model.wrap(scoring_net(exp, net), exp.sde), net, step,
+                       str(checkpoint), f"official_step_{step:08d}")

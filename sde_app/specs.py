@@ -89,6 +89,7 @@ class OptimSettings:
     grad_clip: float
     schedule: str
     n_iters: int
+    implementation: str = "fused"  # Adam kernels: "fused" | "foreach" | "for_loop"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,8 @@ class LoopSettings:
     mixed_precision: str     # "none" | "bf16"
     compile: bool
     deterministic: bool
+    channels_last: bool = False            # NHWC weights and images (4-D tensors)
+    checkpoint_resolutions: Tuple[int, ...] = ()  # U-Net levels with activation checkpointing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +130,7 @@ class SamplingSettings:
     guidance: str = "none"
     scales: Tuple[float, ...] = (1.0,)
     null_label: int = 0
+    compile: bool = False  # torch.compile the score network (`loading`)
 
     def class_labels(self, n: int) -> Optional[torch.Tensor]:
         """Labels (n,) long: sample i gets the (i mod L)-th of `labels`; None without labels."""

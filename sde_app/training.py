@@ -1,7 +1,9 @@
 """`--mode train`: the training loop of Song et al. (2021, App. H).
 
 Adam with a linear learning-rate warm-up and gradient-norm clipping, an EMA of the weights,
-optional bf16 autocast and `torch.compile`, DistributedDataParallel under torchrun. The loss's t
+optional bf16 autocast, `torch.compile`, channels-last memory format and activation checkpointing
+per U-Net resolution, DistributedDataParallel under torchrun. Nothing in a step waits for the
+device: the loss and gradient norm stay device tensors until a log step reads them. The loss's t
 and noise come from a dedicated CPU `torch.Generator` seeded by (seed, rank), so a run is
 reproducible, and resumable bit for bit: a resume checkpoint holds the model, EMA, optimizer,
 step, data-loader position and every RNG state (`checkpoints.py`, `rng.py`).
@@ -64,9 +66,24 @@ def learning_rate(step: int, optim) -> float:
 
 
 def build_optimizer(params, optim: OptimSettings) -> torch.optim.Adam:
-    """Adam (Kingma & Ba 2015) with the settings' betas, eps and (L2) weight decay."""
+    """Adam (Kingma & Ba 2015) with the settings' betas, eps and (L2) weight decay, on the
+    kernels of `optim.implementation`: "fused" (one kernel pass per tensor), "foreach" (one
+    call per operation over all tensors) or "for_loop" (per tensor and operation). The same
+    algorithm; the three agree to rounding."""
+    kernels = {"fused": dict(fused=True), "foreach": dict(foreach=True),
+               "for_loop": dict(foreach=False)}[optim.implementation]
     return torch.optim.Adam(params, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
-                            weight_decay=optim.weight_decay)
+                            weight_decay=optim.weight_decay, **kernels)
+
+
+def match_memory_format(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter optimizer state tensor (Adam's moments) its parameter's memory
+    format (strides), e.g. after loading a contiguous checkpoint into channels-last weights."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for key, value in optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value) and value.shape == p.shape and value.stride() != p.stride():
+                    optimizer.state[p][key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
 
 
 def set_determinism(deterministic: bool) -> None:
@@ -103,7 +120,10 @@ class Trainer:
         self.train_ds, self.test_ds = exp.data.datasets(seed)
         self.sde = exp.sde
         rng.seed_all(data_lib.derive_seed(seed))  # the same initial weights on every rank
-        self.net = job.model.build_net().to(ctx.device)
+        self.memory_format = torch.channels_last if t.channels_last else torch.preserve_format
+        self.net = job.model.build_net().to(ctx.device, memory_format=self.memory_format)
+        if t.checkpoint_resolutions:
+            self.net.set_activation_checkpointing(t.checkpoint_resolutions)
         rng.seed_all(data_lib.derive_seed(seed, ctx.rank, 7))  # per-rank streams (dropout)
         self.ema = ExponentialMovingAverage(self.net, job.model.ema_rate)
         self.optim_cfg = job.optim
@@ -208,6 +228,7 @@ class Trainer:
         self.net.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
+        match_memory_format(self.optimizer)
         self.step = int(state["step"])
         if state["world_size"] == ctx.world_size:
             self.loader.load_state_dict(state["data"])
@@ -235,7 +256,10 @@ class Trainer:
     # ------------------------------------------------------------------------------ the step
     def train_step(self, x: Tensor, y: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """One optimizer update on batch x with the labels the loss sees (`training_labels`: None
-        for unconditional models); returns the loss and gradient norm (device tensors)."""
+        for unconditional models); returns the loss and gradient norm (device tensors: nothing
+        here waits for the device, they are read when logged)."""
+        if x.dim() == 4 and self.memory_format is torch.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast:
             loss = self.batch_loss(self.train_fn, x, y, self.loss_generator).mean()
         self.optimizer.zero_grad(set_to_none=True)

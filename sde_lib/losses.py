@@ -13,7 +13,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
-from .utils import batch_broadcast, check_choice, check_end_time, check_positive, randn_like
+from .utils import batch_broadcast, check_choice, check_end_time, check_positive, randn_like, to_device
 
 Tensor = torch.Tensor
 
@@ -65,7 +65,7 @@ class ImportanceTimeSampler:
         frac = (u - self.cdf[j]) / (self.cdf[j + 1] - self.cdf[j])
         t = self.grid[j] + frac * (self.grid[j + 1] - self.grid[j])
         weight = self.unnormalised_density(t) / (self.cell_density[j] * (self.T - self.eps))
-        return t.to(device), weight.to(device)
+        return to_device(t, device), to_device(weight, device)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +178,7 @@ class LogNormalTimeSampler:
                              device=generator.device if generator is not None else None).cpu()
         log_sigma = self.P_mean + self.P_std * normal
         t = self.sde.time_from_log_snr(-log_sigma)
-        return t.clamp(self.eps, self.sde.T).to(device)
+        return to_device(t.clamp(self.eps, self.sde.T), device)
 
 
 class DenoisingScoreMatching:
@@ -241,8 +241,8 @@ class DenoisingScoreMatching:
             return t, weight / self.time_sampler.unnormalised_density(t)
         if self.lognormal is not None:
             return self.lognormal.sample(B, generator=generator, device=device), None
-        u = torch.rand(B, generator=generator, dtype=torch.float64,
-                       device=generator.device if generator is not None else device).to(device)
+        u = to_device(torch.rand(B, generator=generator, dtype=torch.float64,
+                                 device=generator.device if generator is not None else device), device)
         return u * (self.sde.T - self.eps) + self.eps, None
 
     def __call__(self, score_fn: Callable[[Tensor, Tensor], Tensor], x0: Tensor, *,
@@ -300,8 +300,9 @@ def discrete_dsm_loss(
     """
     B = x0.shape[0]
     if levels is None:
-        levels = torch.randint(0, sde.N, (B,), generator=generator,
-                               device=generator.device if generator is not None else x0.device).to(x0.device)
+        levels = to_device(torch.randint(0, sde.N, (B,), generator=generator,
+                                         device=generator.device if generator is not None else x0.device),
+                           x0.device)
     z = randn_like(x0, generator) if noise is None else noise
     alpha, std = sde.discrete_marginal_coeffs(levels)
     x_i = batch_broadcast(alpha, x0) * x0 + batch_broadcast(std, x0) * z

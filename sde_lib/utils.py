@@ -92,7 +92,19 @@ def randn(shape, generator: Optional[torch.Generator] = None, device=None, dtype
     if generator is None:
         return torch.randn(tuple(shape), device=device, dtype=dtype)
     z = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
-    return z if device is None else z.to(device)
+    return z if device is None else to_device(z, device)
+
+
+def to_device(x: torch.Tensor, device) -> torch.Tensor:
+    """x moved to `device`; a CPU tensor bound for a GPU goes through pinned memory without
+    blocking, so the host does not wait for the GPU's queued work (no synchronisation). A None
+    device leaves x where it is."""
+    if device is None:
+        return x
+    device = torch.device(device)
+    if x.device == device or x.device.type != "cpu" or device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def randn_like(x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:

@@ -176,9 +176,12 @@ class ResumableLoader:
         # which would otherwise come from the global torch RNG and shift every later draw from it
         # (dropout masks) between a run and its resume. Items draw their randomness from (seed,
         # epoch, index) (`transforms.item_generator`), not from this seed.
+        # With workers, 4 batches per worker are prepared ahead (2 by default), so that a slow
+        # item does not stall a fast (GPU) step.
+        prefetch = {"prefetch_factor": 4} if num_workers > 0 else {}
         self._loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=self.sampler, num_workers=num_workers, pin_memory=pin_memory,
-            generator=torch.Generator().manual_seed(derive_seed(seed, rank, 11)),
+            generator=torch.Generator().manual_seed(derive_seed(seed, rank, 11)), **prefetch,
         )
 
     def __iter__(self) -> Iterator[Any]:

@@ -51,6 +51,7 @@ FIELD_DEFAULTS = {"training.conditional": False, "model.sigma_data": 0.5}
 LOSSES = ("dsm", "ddpm", "smld")
 DISCRETE_LOSS_SDES = {"ddpm": ("vpsde", "subvpsde", "cosine_vpsde"), "smld": ("vesde",)}
 MIXED_PRECISION = ("none", "bf16")
+ADAM_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")  # torch.optim.Adam's kernels
 LR_SCHEDULES = ("constant", "cosine")
 
 # config.sampling.guidance: none (the model's own score: unconditional, or conditional when class
@@ -295,6 +296,7 @@ def build_loss(config, sde):
 # ------------------------------------------------------------------------------------ loops
 def _optim(group, where: str, n_iters: int) -> OptimSettings:
     _choice(f"{where}.schedule", group.schedule, LR_SCHEDULES)
+    _choice(f"{where}.implementation", group.get("implementation", "fused"), ADAM_IMPLEMENTATIONS)
     fields = _as_dict(group)
     known = {f.name for f in dataclasses.fields(OptimSettings)} - {"n_iters"}
     unknown = sorted(set(fields) - known)
@@ -323,6 +325,9 @@ def _optim(group, where: str, n_iters: int) -> OptimSettings:
 def _loop(config, group, where: str, snapshot_sampling: bool) -> LoopSettings:
     t = config.training
     _choice("training.mixed_precision", t.mixed_precision, MIXED_PRECISION)
+    for field in ("compile", "deterministic", "channels_last"):
+        if not isinstance(t.get(field, False), bool):
+            raise ValueError(f"config.training.{field}={t.get(field)!r}: expected True or False")
     for field in ("batch_size", "n_iters", "log_freq"):
         _positive_int(f"{where}.{field}", group[field])
     for field in ("eval_freq", "checkpoint_freq", "snapshot_freq"):
@@ -331,7 +336,31 @@ def _loop(config, group, where: str, snapshot_sampling: bool) -> LoopSettings:
                         log_freq=group.log_freq, eval_freq=group.eval_freq,
                         checkpoint_freq=group.checkpoint_freq, snapshot_freq=group.snapshot_freq,
                         snapshot_sampling=snapshot_sampling, mixed_precision=t.mixed_precision,
-                        compile=bool(t.compile), deterministic=bool(t.deterministic))
+                        compile=bool(t.compile), deterministic=bool(t.deterministic),
+                        channels_last=bool(t.get("channels_last", False)))
+
+
+def _checkpoint_resolutions(config, model: ModelSpec) -> Tuple[int, ...]:
+    """`training.checkpoint_resolutions`: resolutions on the score network's ladder, checked on
+    a network built on the meta device (`set_activation_checkpointing` names the ladder)."""
+    value = config.training.get("checkpoint_resolutions", ())
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    if not isinstance(value, (list, tuple)) or not all(_is_int(r) and r > 0 for r in value):
+        raise ValueError(f"config.training.checkpoint_resolutions={value!r}: expected a tuple of"
+                         " image resolutions, e.g. (32, 16), or () for none")
+    value = tuple(sorted(set(value), reverse=True))
+    if value:
+        with torch.device("meta"):
+            net = model.build_net()
+        if not hasattr(net, "set_activation_checkpointing"):
+            raise ValueError(f"config.training.checkpoint_resolutions={value}: network"
+                             f" {config.model.name!r} has no resolution levels; set ()")
+        try:
+            net.set_activation_checkpointing(value)
+        except ValueError as err:
+            raise ValueError(f"config.training.checkpoint_resolutions: {err}") from None
+    return value
 
 
 def _check_classes(config, data: DataSpec) -> None:
@@ -358,6 +387,7 @@ def training_job(config, sde, data: DataSpec, model: ModelSpec, snapshot: Option
     """The score model's loop (`config.training`, `config.optim`)."""
     t = config.training
     loop = _loop(config, t, "training", bool(t.snapshot_sampling))
+    loop = dataclasses.replace(loop, checkpoint_resolutions=_checkpoint_resolutions(config, model))
     conditional = is_conditional(config)
     return TrainingJob(mode="train", subdir="", objective="score", model=model, loop=loop,
                        optim=_optim(config.optim, "optim", loop.n_iters), loss=build_loss(config, sde),
@@ -530,12 +560,15 @@ def sampling_settings(config, data: DataSpec) -> SamplingSettings:
     sampler = build_sampler(config)
     _positive_int("sampling.num_samples", s.num_samples)
     _positive_int("sampling.batch_size", s.batch_size)
+    if not isinstance(s.get("compile", False), bool):
+        raise ValueError(f"config.sampling.compile={s.get('compile')!r}: expected True or False")
     labels = label_values(config, "sampling", data.num_classes, data.dataset)
     scales = guidance_scales(config, "sampling")
     _check_guidance(config, "sampling", labels, scales)
     return SamplingSettings(sampler=sampler, num_samples=s.num_samples, batch_size=s.batch_size,
                             seed=sampling_seed(config), labels=labels, guidance=s.guidance,
-                            scales=tuple(scales), null_label=data.num_classes)
+                            scales=tuple(scales), null_label=data.num_classes,
+                            compile=bool(s.get("compile", False)))
 
 
 def controllable_settings(config, data: DataSpec) -> ControllableSettings:
