@@ -34,7 +34,7 @@ def test_conditional_toy_guidance_reaches_the_classes(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config",
                            str(ROOT / "configs/vp_toy_conditional.py"), "--mode", "train,sample",
                            "--workdir", str(tmp_path), "--noprogress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
+                          cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr
     runs = {w: json.loads((tmp_path / "samples" / f"step_00008000_ode_classifier_free_w{w}.json").read_text())
             ["toy"]["classes"] for w in (1, 2)}

@@ -227,7 +227,7 @@ BAD = st.one_of(st.just(float("nan")), st.just(float("inf")), st.just(-float("in
 SAMPLE_OPTIONS = {("pc", "eps"): [None, 0, 1.0, 2.0], ("pc", "N"): [0, 2.5], ("pc", "snr"): [None, 0],
                   ("pc", "n_steps"): [None, 0, 1.5], ("ode", "rtol"): [None, 0], ("ode", "atol"): [None, 0],
                   ("ddim", "eta"): [None, 1.5], ("langevin", "step_lr"): [None, 0],
-                  ("langevin", "n_steps_each"): [None, 0], ("dpm_solver", "order"): [None, 0, 3],
+                  ("langevin", "n_steps_each"): [None, 0], ("dpm_solver", "order"): [None, 0, 4],
                   ("sde_solver", "dt"): [0]}
 
 
