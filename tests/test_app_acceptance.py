@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_default_toy_run_matches_the_true_nll(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--config", str(ROOT / "configs/vp_toy.py"),
                            "--mode", "train,sample,eval", "--workdir", str(tmp_path), "--noprogress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stderr
     report = json.loads((tmp_path / "eval" / "step_00004000.json").read_text())
     gap = report["likelihood"]["true"]["gap_nats_per_example"]["mean"]
