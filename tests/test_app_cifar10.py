@@ -11,7 +11,8 @@ import main
 from sde_app.data.testing import write_fake_cifar10
 
 CIFAR_CONFIGS = ["vp_cifar10", "subvp_cifar10", "ve_cifar10", "vp_cifar10_deep",
-                 "subvp_cifar10_deep", "ve_cifar10_deep", "ddpm_cifar10"]
+                 "subvp_cifar10_deep", "ve_cifar10_deep", "ddpm_cifar10", "edm_cifar10"]
+
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,10 @@ def test_cifar10_config_end_to_end(name, cifar_root, tmp_path):
 
     sample = results["sample"]
     steps = config.sampling.N
-    assert sample["nfe"] == (2 * steps if config.sampling.pc.corrector == "langevin" and sample["method"] == "pc" else steps)
+    if sample["method"] == "edm":  # Heun: two evaluations per step but the last (Karras et al. 2022, Alg. 1)
+        assert sample["nfe"] == 2 * steps - 1
+    else:
+        assert sample["nfe"] == (2 * steps if config.sampling.pc.corrector == "langevin" and sample["method"] == "pc" else steps)
     images = np.load(sample["files"]["npz"])["samples"]
     assert images.shape == (4, 3, 16, 16) and images.dtype == np.uint8
     assert (tmp_path / "samples" / "step_00000002_{}.png".format(sample["method"])).is_file()
