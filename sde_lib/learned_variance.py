@@ -27,6 +27,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from .score import NetworkScore
 from .utils import batch_broadcast, check_choice, check_positive, check_positive_int, randn_like
 
 Tensor = torch.Tensor
@@ -225,3 +226,60 @@ def hybrid_loss(chain: DiscreteChain, model, x0: Tensor, *, lam: float = 1e-3, d
     simple = (eps - z).square().reshape(B, -1).mean(1)
     vlb = chain.term(x0, xt, k, eps.detach(), v, decoder) / (x0[0].numel() * LOG2)
     return simple + lam * chain.K * vlb
+
+
+class LearnedVarianceScore:
+    """score_fn(x, t, y=None) of a network with two outputs (Nichol & Dhariwal 2021, Sec. 3.1).
+
+    The network returns 2 C channels along dim 1 for data of C channels (C features for vectors):
+    the first half is eps (Ho et al. 2020), turned into the score by `NetworkScore`; the second is
+    v of eq. 15. Each call keeps v in `last_v`, so that a sampler reads the variance of the step
+    it just took without another network call (`variance_output`).
+
+    Args:
+      net: callable net(x, labels[, y]) -> (B, 2 C, ...).
+      sde, time_labels: as `NetworkScore` (the prediction is "eps").
+    """
+
+    def __init__(self, net: Callable, sde, time_labels: str = "continuous"):
+        self.net = net
+        self.sde = sde
+        self.last_v: Optional[Tensor] = None
+        self.score = NetworkScore(self._eps, sde, prediction="eps", time_labels=time_labels)
+
+    def _eps(self, x: Tensor, labels: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        out = self.net(x, labels) if y is None else self.net(x, labels, y)
+        eps, self.last_v = split_output(out)
+        return eps
+
+    def outputs(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """(eps, v) at (x, t), each shaped like x: the `model` of `vlb_terms` and `hybrid_loss`."""
+        labels = self.sde.network_time_label(t, discrete=self.score.discrete)
+        return self._eps(x, labels.to(x.dtype), y), self.last_v
+
+    def __call__(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        return self.score(x, t, y)
+
+
+def split_output(out: Tensor) -> Tuple[Tensor, Tensor]:
+    """(eps, v): the two halves of a (B, 2 C, ...) network output along dim 1."""
+    if out.shape[1] % 2:
+        raise ValueError(f"a network with learned variances outputs 2 C channels; got {out.shape[1]}")
+    return out.chunk(2, dim=1)
+
+
+def variance_output(score_fn) -> Tensor:
+    """v of the last evaluation of a `LearnedVarianceScore`, possibly wrapped by objects that keep
+    the wrapped function as `.score_fn` (`CountingScore`).
+
+    Raises:
+      ValueError: no `LearnedVarianceScore` inside.
+    """
+    f = score_fn
+    while not isinstance(f, LearnedVarianceScore):
+        f = getattr(f, "score_fn", None)
+        if f is None:
+            raise ValueError("variance='learned' needs the score of a network with a variance output"
+                             " (sde_lib.learned_variance.LearnedVarianceScore; config.model.learned_variance"
+                             " = True); use variance='transition' or 'posterior'")
+    return f.last_v
