@@ -22,6 +22,7 @@ The bound (Ho et al. 2020, eq. 5), in nats per example, is L = L_K + sum_{k>=1} 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable, Optional, Tuple
 
@@ -33,24 +34,60 @@ from .utils import batch_broadcast, check_choice, check_positive, check_positive
 Tensor = torch.Tensor
 
 DECODERS = ("discretized", "gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+    """The decoder p(x_0 | x_1) of L_0: "discretized" (Ho et al. 2020, eq. 13) for data of `bins`
+    levels from `low` to `high`, or "gaussian", the continuous density (for continuous data)."""
+
+    kind: str = "discretized"
+    bins: int = 256
+    low: float = -1.0
+    high: float = 1.0
+
+    def __post_init__(self):
+        check_choice("decoder", self.kind, DECODERS)
+        if not (isinstance(self.bins, int) and self.bins >= 2 and self.low < self.high):
+            raise ValueError(f"decoder: bins={self.bins!r} (an integer >= 2) from low={self.low} to high={self.high}"
+                             " (low < high)")
+
+    def log_likelihood(self, x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
+        """log p(x) per coordinate, in nats (log-probability or log-density)."""
+        if self.kind == "gaussian":
+            return gaussian_log_likelihood(x, mean, log_scale)
+        return discretized_gaussian_log_likelihood(x, mean, log_scale, self.bins, self.low, self.high)
+
+
+def as_decoder(decoder) -> Decoder:
+    """A `Decoder` from itself or its kind ("discretized": 8-bit data in [-1, 1])."""
+    return decoder if isinstance(decoder, Decoder) else Decoder(kind=decoder)
 LOG2 = math.log(2.0)
 
 
-def respaced_levels(N: int, K: Optional[int] = None) -> Tensor:
-    """K levels of an N-level chain, evenly spaced from 0 to N - 1 and rounded (improved DDPM's
-    `space_timesteps` with one section); K = None or N: all of them. (K,) long.
+def respaced_levels(N: int, K: Optional[int] = None, first: int = 0) -> Tensor:
+    """K levels of an N-level chain, evenly spaced from `first` to N - 1 and rounded (improved
+    DDPM's `space_timesteps` with one section); K = None: all of them. (K,) long.
 
     Raises:
-      ValueError: K not in [1, N].
+      ValueError: K not in [1, N - first].
     """
-    if K is None or K == N:
-        return torch.arange(N)
+    if K is None:
+        return torch.arange(first, N)
     K = check_positive_int("respace", K)
-    if K > N:
-        raise ValueError(f"respace={K}: a respaced chain keeps at most the N={N} trained levels; use respace <= {N}")
+    if K > N - first:
+        raise ValueError(f"respace={K}: a respaced chain keeps at most the {N - first} noisy levels of the"
+                         f" trained chain of N={N}; use respace <= {N - first}")
     if K == 1:
         return torch.tensor([N - 1])
-    return torch.unique(torch.round(torch.linspace(0, N - 1, K, dtype=torch.float64)).long())
+    return torch.unique(torch.round(torch.linspace(first, N - 1, K, dtype=torch.float64)).long())
+
+
+def noisy_levels_start(sde) -> int:
+    """The first level of the SDE's N-level chain with std > 0; the levels before it are the data
+    itself (the cosine chain's level 0 sits at t = 0, where its beta is 0)."""
+    std = sde.discrete_marginal_coeffs(torch.arange(sde.N))[1]
+    return int((std == 0).long().cumprod(0).sum())
 
 
 def interpolated_log_variance(v: Tensor, log_beta: Tensor, log_beta_tilde: Tensor) -> Tensor:
@@ -69,25 +106,34 @@ def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) ->
 
 
 def _log_prob_between(lo: Tensor, hi: Tensor) -> Tensor:
-    """log(Phi(hi) - Phi(lo)) for lo < hi, accurate in both tails (reflected into the lower one)."""
+    """log(Phi(hi) - Phi(lo)) for finite lo < hi, accurate in both tails (reflected into the lower
+    one)."""
     flip = (lo + hi) > 0
     lo, hi = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)
     log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
-    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi).clamp(max=1.0 - 1e-12))
+    return log_hi + torch.log1p(-torch.exp(log_lo - log_hi).clamp(max=1.0 - 1e-15))
 
 
-def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 256) -> Tensor:
+def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, bins: int = 256,
+                                        low: float = -1.0, high: float = 1.0) -> Tensor:
     """log p(x) of the discretised Gaussian decoder (Ho et al. 2020, eq. 13), per coordinate.
 
-    x holds 8-bit data scaled to [-1, 1] (values -1 + 2 m / (bins - 1)); each value owns the bin
-    [x - 1/(bins-1), x + 1/(bins-1)], the end bins extended to -inf and +inf. log_scale is the
-    log standard deviation. Returns nats, the shape of the broadcast inputs.
+    x holds data of `bins` levels evenly spaced from `low` to `high` (8-bit images scaled to
+    [-1, 1]: -1 + 2 m / 255); each value owns the bin x +- (high - low) / (2 (bins - 1)), the end
+    bins extended to -inf and +inf. log_scale is the log standard deviation. Computed in float64
+    (every branch finite, so that gradients are too); returns nats in x's dtype, the shape of the
+    broadcast inputs.
     """
-    half = 1.0 / (bins - 1)
+    dtype = torch.promote_types(x.dtype, mean.dtype)
+    x, mean, log_scale = x.double(), mean.double(), log_scale.double()
+    half = 0.5 * (high - low) / (bins - 1)
     inv = torch.exp(-log_scale)
-    lo = torch.where(x < -1 + 1e-3, torch.full_like(x, -math.inf), x - half)
-    hi = torch.where(x > 1 - 1e-3, torch.full_like(x, math.inf), x + half)
-    return _log_prob_between((lo - mean) * inv, (hi - mean) * inv)
+    lo, hi = (x - half - mean) * inv, (x + half - mean) * inv
+    inner = _log_prob_between(lo, hi)
+    first = torch.special.log_ndtr(hi)    # P(z < hi): the bin of `low`
+    last = torch.special.log_ndtr(-lo)    # P(z > lo): the bin of `high`
+    out = torch.where(x < low + 0.5 * half, first, torch.where(x > high - 0.5 * half, last, inner))
+    return out.to(dtype)
 
 
 def gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor) -> Tensor:
@@ -102,7 +148,8 @@ class DiscreteChain:
       sde: any SDE of this library (its `discrete_marginal_coeffs`, `transition_coeffs`,
         `discrete_time`, `prior_std`); its N is the trained number of levels.
       respace: K, the number of kept levels (`respaced_levels`); None: all N, whose steps are
-        then the SDE's own `transition_coeffs` (DDPM's beta_i exactly).
+        then the SDE's own `transition_coeffs` (DDPM's beta_i exactly). Levels with std = 0 at
+        the start of the chain are the data and are left out (`noisy_levels_start`).
 
     Attributes ((K,) float64 unless said): levels (K,) long, the kept levels of the N-level
       chain; times, their times t_j; alpha, std the kernel at them; ratio r_k, beta (beta_k),
@@ -112,13 +159,16 @@ class DiscreteChain:
 
     def __init__(self, sde, respace: Optional[int] = None):
         self.sde = sde
-        self.levels = respaced_levels(sde.N, respace)
+        first = noisy_levels_start(sde)
+        if first >= sde.N:
+            raise ValueError(f"{sde!r}: every level of the chain is noise-free; use more levels")
+        self.levels = respaced_levels(sde.N, respace, first)
         self.K = len(self.levels)
         self.times = sde.discrete_time(self.levels)
         self.alpha, self.std = sde.discrete_marginal_coeffs(self.levels)
         prev = torch.cat([torch.full((1,), -1, dtype=torch.long), self.levels[:-1]])
         a_prev, s_prev = sde.discrete_marginal_coeffs(prev)
-        if respace is None or self.K == sde.N:
+        if bool((self.levels == torch.arange(first, first + self.K)).all()):  # consecutive levels
             self.ratio, self.beta = sde.transition_coeffs(self.levels)
         else:
             self.ratio = self.alpha / a_prev
@@ -164,23 +214,23 @@ class DiscreteChain:
         return kl.reshape(x0.shape[0], -1).sum(1)
 
     def term(self, x0: Tensor, xt: Tensor, k: Tensor, eps: Tensor, v: Tensor,
-             decoder: str = "discretized") -> Tensor:
-        """L_{k-1} for k >= 1 (the Gaussian KL), L_0 = -log p(x0 | x_1) for k = 0 (the decoder);
-        nats per example (B,). eps, v: the network's two outputs at (x_k, level j_k)."""
-        check_choice("decoder", decoder, DECODERS)
+             decoder="discretized") -> Tensor:
+        """L_{k-1} for k >= 1 (the Gaussian KL), L_0 = -log p(x0 | x_1) for k = 0 (the decoder: a
+        `Decoder` or its kind); nats per example (B,). eps, v: the network's two outputs at
+        (x_k, level j_k)."""
+        decoder = as_decoder(decoder)
         mean_q, logvar_q = self.posterior(x0, xt, k)
         mean_p, logvar_p = self.p_mean(xt, k, eps), self.p_log_variance(k, v)
         out = normal_kl(mean_q, logvar_q.expand_as(x0), mean_p, logvar_p).reshape(x0.shape[0], -1).sum(1)
         first = k == 0
         if bool(first.any()):  # the decoder only where k = 0 (its tails have no gradient elsewhere)
-            log_lik = discretized_gaussian_log_likelihood if decoder == "discretized" else gaussian_log_likelihood
-            nll = -log_lik(x0[first], mean_p[first], 0.5 * logvar_p[first])
+            nll = -decoder.log_likelihood(x0[first], mean_p[first], 0.5 * logvar_p[first])
             out = out.masked_scatter(first, nll.reshape(nll.shape[0], -1).sum(1))
         return out
 
 
 def vlb_terms(chain: DiscreteChain, model: Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]], x0: Tensor, *,
-              decoder: str = "discretized", generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+              decoder="discretized", generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
     """All terms of the bound for a batch: (terms (B, K) with L_0 ... L_{K-1}, prior (B,)), nats.
 
     model(x_k, t) -> (eps, v), each shaped like x, at the level's time t (B,) (`DiscreteChain.times`);
@@ -196,7 +246,7 @@ def vlb_terms(chain: DiscreteChain, model: Callable[[Tensor, Tensor], Tuple[Tens
     return torch.stack(terms, 1), chain.prior_term(x0)
 
 
-def vlb_bits_per_dim(chain: DiscreteChain, model, x0: Tensor, *, decoder: str = "discretized",
+def vlb_bits_per_dim(chain: DiscreteChain, model, x0: Tensor, *, decoder="discretized",
                      generator: Optional[torch.Generator] = None) -> Tensor:
     """The discrete-time variational bound (Ho et al. 2020, eq. 5) in bits/dim, per example (B,).
 
@@ -207,7 +257,7 @@ def vlb_bits_per_dim(chain: DiscreteChain, model, x0: Tensor, *, decoder: str = 
     return (terms.sum(1) + prior) / (dims * LOG2)
 
 
-def hybrid_loss(chain: DiscreteChain, model, x0: Tensor, *, lam: float = 1e-3, decoder: str = "discretized",
+def hybrid_loss(chain: DiscreteChain, model, x0: Tensor, *, lam: float = 1e-3, decoder="discretized",
                 generator: Optional[torch.Generator] = None) -> Tensor:
     """L_hybrid = L_simple + lambda L_vlb (Nichol & Dhariwal 2021, eq. 16), per example (B,).
 
@@ -234,7 +284,7 @@ class LearnedVarianceScore:
     The network returns 2 C channels along dim 1 for data of C channels (C features for vectors):
     the first half is eps (Ho et al. 2020), turned into the score by `NetworkScore`; the second is
     v of eq. 15. Each call keeps v in `last_v`, so that a sampler reads the variance of the step
-    it just took without another network call (`variance_output`).
+    it just took without another network call (`variance_output`); `last_eps` likewise.
 
     Args:
       net: callable net(x, labels[, y]) -> (B, 2 C, ...).
@@ -244,13 +294,14 @@ class LearnedVarianceScore:
     def __init__(self, net: Callable, sde, time_labels: str = "continuous"):
         self.net = net
         self.sde = sde
+        self.last_eps: Optional[Tensor] = None
         self.last_v: Optional[Tensor] = None
         self.score = NetworkScore(self._eps, sde, prediction="eps", time_labels=time_labels)
 
     def _eps(self, x: Tensor, labels: Tensor, y: Optional[Tensor] = None) -> Tensor:
         out = self.net(x, labels) if y is None else self.net(x, labels, y)
-        eps, self.last_v = split_output(out)
-        return eps
+        self.last_eps, self.last_v = split_output(out)
+        return self.last_eps
 
     def outputs(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """(eps, v) at (x, t), each shaped like x: the `model` of `vlb_terms` and `hybrid_loss`."""
@@ -268,18 +319,55 @@ def split_output(out: Tensor) -> Tuple[Tensor, Tensor]:
     return out.chunk(2, dim=1)
 
 
-def variance_output(score_fn) -> Tensor:
-    """v of the last evaluation of a `LearnedVarianceScore`, possibly wrapped by objects that keep
-    the wrapped function as `.score_fn` (`CountingScore`).
+def find_learned_variance(score_fn) -> "LearnedVarianceScore":
+    """The `LearnedVarianceScore` inside score_fn, which may be wrapped by objects that keep the
+    wrapped function as `.score_fn` (`CountingScore`) or `.func` (functools.partial).
 
     Raises:
-      ValueError: no `LearnedVarianceScore` inside.
+      ValueError: none inside.
     """
     f = score_fn
     while not isinstance(f, LearnedVarianceScore):
-        f = getattr(f, "score_fn", None)
+        f = getattr(f, "score_fn", None) or getattr(f, "func", None)
         if f is None:
             raise ValueError("variance='learned' needs the score of a network with a variance output"
                              " (sde_lib.learned_variance.LearnedVarianceScore; config.model.learned_variance"
                              " = True); use variance='transition' or 'posterior'")
-    return f.last_v
+    return f
+
+
+def variance_output(score_fn) -> Tensor:
+    """v of the last evaluation of the `LearnedVarianceScore` inside score_fn
+    (`find_learned_variance`)."""
+    return find_learned_variance(score_fn).last_v
+
+
+def network_outputs(score_fn) -> Callable[[Tensor, Tensor], Tuple[Tensor, Tensor]]:
+    """model(x, t) -> (eps, v) for `vlb_terms` and `hybrid_loss`, through score_fn (so that bound
+    class labels and counting still apply): one call of score_fn, then its network's two outputs."""
+    inner = find_learned_variance(score_fn)
+
+    def model(x: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:
+        score_fn(x, t)
+        return inner.last_eps, inner.last_v
+    return model
+
+
+class HybridLoss:
+    """loss(score_fn, x0, generator=...) -> (B,): `hybrid_loss` on the SDE's N-level chain for the
+    score of a network with learned variances (a `LearnedVarianceScore`, maybe wrapped).
+
+    Args:
+      sde: the SDE (its N-level chain, `DiscreteChain`).
+      lam: lambda of L_simple + lambda L_vlb (0.001, Nichol & Dhariwal 2021).
+      decoder: L_0's `Decoder` (or its kind).
+    """
+
+    def __init__(self, sde, *, lam: float = 1e-3, decoder="discretized"):
+        self.chain = DiscreteChain(sde)
+        self.lam = check_positive("lam", lam)
+        self.decoder = as_decoder(decoder)
+
+    def __call__(self, score_fn, x0: Tensor, *, generator: Optional[torch.Generator] = None) -> Tensor:
+        return hybrid_loss(self.chain, network_outputs(score_fn), x0, lam=self.lam, decoder=self.decoder,
+                           generator=generator)

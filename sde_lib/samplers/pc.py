@@ -10,7 +10,7 @@ import torch
 from .. import correctors as correctors_lib
 from .. import predictors as predictors_lib
 from ..grids import SCHEDULES, time_grid
-from ..learned_variance import DiscreteChain, interpolated_log_variance, respaced_levels, variance_output
+from ..learned_variance import DiscreteChain, interpolated_log_variance, variance_output
 from ..progress import progress_bar
 from ..utils import check_choice, check_positive, check_positive_int, randn_like
 from .base import SamplingMethod
@@ -169,7 +169,8 @@ class AncestralSampling(SamplingMethod):
         steps at the levels `learned_variance.respaced_levels(N, K)`, with the steps' betas
         recomputed from alpha_bar at the kept levels (Nichol & Dhariwal 2021, Sec. 4); None: step
         through every level of the chain of N levels (`N` fewer than the SDE's rebuilds a coarser
-        chain of the same schedule instead).
+        chain of the same schedule instead). Noise-free levels at the chain's start (the cosine
+        chain's level 0) are the data and take no step here.
     """
 
     variance: Optional[str] = None
@@ -199,7 +200,7 @@ class AncestralSampling(SamplingMethod):
             if N != sde.N:
                 raise ValueError(f"respace={self.respace} skips along the trained chain of the SDE's N={sde.N}"
                                  f" levels; leave the sampler's N unset (got N={N})")
-            respaced_levels(sde.N, self.respace)
+            DiscreteChain(sde, self.respace)
             sde.check_chain()
         else:
             self.as_pc.check(sde, N, eps)
@@ -223,8 +224,8 @@ class AncestralSampling(SamplingMethod):
             raise ValueError("method='ddpm' with variance='learned' or respace has no probability-flow"
                              " last step; use denoise='mean' or False")
         if self.respace is None:  # the N-level chain on today's grid (the official times)
-            chain = DiscreteChain(sde.with_num_levels(N))
-            times = time_grid(chain.sde, eps, N, "uniform", x.device)[:-1]
+            chain = DiscreteChain(sde.with_num_levels(N))  # grid time k is level N - 1 - k
+            times = time_grid(chain.sde, eps, N, "uniform", x.device)[:chain.K]
         else:
             chain = DiscreteChain(sde, self.respace)
             times = chain.times.flip(0).to(x.device)
