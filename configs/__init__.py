@@ -72,11 +72,13 @@ def default_config() -> ml_collections.ConfigDict:
     model.time_labels = "continuous"  # or "discrete" (DDPM timestep / NCSN sigma index)
     model.ema_rate = 0.9999
     model.sigma_data = 0.5          # data std of EDM's preconditioning (prediction=edm) and loss
+    model.learned_variance = False  # 2 C outputs: eps and improved DDPM's variance v (loss="hybrid")
 
     config.training = training = ml_collections.ConfigDict()
     training.batch_size = 128       # global: split over the ranks
     training.n_iters = 1_300_000    # optimizer steps
-    training.loss = "dsm"           # dsm (continuous, eq. 7) | ddpm (L_simple) | smld
+    training.loss = "dsm"           # dsm (continuous, eq. 7) | ddpm (L_simple) | smld | hybrid
+    training.hybrid_lambda = 0.001  # loss="hybrid": L_simple + lambda L_vlb (Nichol & Dhariwal 2021)
     training.reduce_mean = True
     training.likelihood_weighting = False
     training.importance_sampling = False

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from .layers import (AttnBlock, Downsample, MidBlock, ResBlock, UNet, Upsample,
-                     check_choice, conv3x3, group_norm)
+                     check_choice, conv3x3, group_norm, output_channels)
 
 __all__ = ["DDPM"]
 
@@ -47,6 +47,8 @@ class DDPM(UNet):
         conditional: condition on the noise level (time embedding).
         num_classes: number of classes (0 = none); row num_classes of the class embedding is the
             null label.
+        learned_variance: output 2 C channels, eps and the variance output v of improved DDPM
+            (Nichol & Dhariwal 2021; `sde_lib.learned_variance`).
 
     Raises:
         ValueError: for an unknown option value or a size the network cannot take.
@@ -57,9 +59,11 @@ class DDPM(UNet):
                  attn_resolutions: Sequence[int] = (16,), dropout: float = 0.1,
                  resamp_with_conv: bool = True, nonlinearity: str = "swish",
                  normalization: str = "GroupNorm", embedding_type: str = "positional",
-                 scale_by_sigma: bool = False, conditional: bool = True, num_classes: int = 0):
+                 scale_by_sigma: bool = False, conditional: bool = True, num_classes: int = 0,
+                 learned_variance: bool = False):
         super().__init__()
         check_choice("normalization", normalization, ("groupnorm",))
+        out_ch = output_channels(num_channels, learned_variance, scale_by_sigma)
         if str(embedding_type).lower() != "positional":
             raise ValueError(
                 f"embedding_type={embedding_type!r}: the DDPM U-Net always uses the sinusoidal "
@@ -100,7 +104,7 @@ class DDPM(UNet):
             self.up[f"{res}x{res}"] = level
 
         self.norm_out = group_norm(in_ch, DDPM_GROUPS)
-        self.conv_out = conv3x3(in_ch, num_channels, init_scale=0.0)
+        self.conv_out = conv3x3(in_ch, out_ch, init_scale=0.0)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor,
                 y: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -112,7 +116,7 @@ class DDPM(UNet):
             y: optional (B,) LongTensor of class labels; None = null label.
 
         Returns:
-            (B, C, S, S).
+            (B, C, S, S), or (B, 2 C, S, S) with learned_variance.
         """
         labels, temb = self._conditioning(x, labels, y)
         h = self.conv_in(x)

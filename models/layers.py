@@ -156,6 +156,19 @@ def resolution_ladder(image_size: int, num_levels: int,
     return ladder
 
 
+def output_channels(num_channels: int, learned_variance: bool, scale_by_sigma: bool) -> int:
+    """Channels of a score network's output: C, or 2 C with learned variances (eps, then v of
+    improved DDPM; Nichol & Dhariwal 2021).
+
+    Raises:
+        ValueError: learned variances with scale_by_sigma (v must not be divided by sigma).
+    """
+    if learned_variance and scale_by_sigma:
+        raise ValueError("learned_variance=True outputs eps and a variance interpolation v; scale_by_sigma"
+                         " would divide v by sigma; set scale_by_sigma=False")
+    return 2 * num_channels if learned_variance else num_channels
+
+
 def per_example(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Reshape a (B,) tensor to broadcast against `like` of shape (B, ...)."""
     return v.reshape(v.shape[0], *([1] * (like.dim() - 1)))

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .layers import TimeEmbedding, check_inputs, embed_conditions, get_activation, per_example
+from .layers import TimeEmbedding, check_inputs, embed_conditions, get_activation, output_channels, per_example
 
 __all__ = ["ScoreMLP"]
 
@@ -51,6 +51,8 @@ class ScoreMLP(nn.Module):
         conditional: condition on the noise level.
         num_classes: number of classes (0 = none); row num_classes of the class embedding is the
             null label.
+        learned_variance: output 2 D values, eps and the variance output v of improved DDPM
+            (Nichol & Dhariwal 2021; `sde_lib.learned_variance`).
 
     Raises:
         ValueError: for invalid sizes or option values.
@@ -59,8 +61,9 @@ class ScoreMLP(nn.Module):
     def __init__(self, *, data_dim: int = 2, hidden_dim: int = 128, num_blocks: int = 3,
                  embedding_type: str = "positional", fourier_scale: float = 16.0,
                  nonlinearity: str = "swish", dropout: float = 0.0, scale_by_sigma: bool = False,
-                 conditional: bool = True, num_classes: int = 0):
+                 conditional: bool = True, num_classes: int = 0, learned_variance: bool = False):
         super().__init__()
+        out_dim = output_channels(data_dim, learned_variance, scale_by_sigma)
         if data_dim < 1 or num_blocks < 1 or num_classes < 0 or not 0 <= dropout < 1:
             raise ValueError(
                 f"Need data_dim >= 1, num_blocks >= 1, num_classes >= 0, 0 <= dropout < 1; got "
@@ -84,7 +87,7 @@ class ScoreMLP(nn.Module):
         self.blocks = nn.ModuleList(
             MLPBlock(hidden_dim, temb_dim, act, dropout) for _ in range(num_blocks))
         self.norm_out = nn.LayerNorm(hidden_dim)
-        self.linear_out = nn.Linear(hidden_dim, data_dim)
+        self.linear_out = nn.Linear(hidden_dim, out_dim)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor,
                 y: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -96,7 +99,7 @@ class ScoreMLP(nn.Module):
             y: optional (B,) LongTensor of class labels; None = null label.
 
         Returns:
-            (B, D).
+            (B, D), or (B, 2 D) with learned_variance.
         """
         labels = check_inputs(x, labels, (self.data_dim,))
         temb = embed_conditions(labels, y, self.time_embed, self.class_embed)

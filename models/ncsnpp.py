@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from .layers import (AttnBlock, Combine, Downsample, MidBlock, ResBlock, UNet, Upsample,
-                     check_choice, conv3x3, group_norm)
+                     check_choice, conv3x3, group_norm, output_channels)
 
 __all__ = ["NCSNpp"]
 
@@ -63,6 +63,8 @@ class NCSNpp(UNet):
         conditional: condition on the noise level (time embedding); official networks always do.
         num_classes: number of classes for class conditioning, 0 for none. The class embedding
             has num_classes + 1 rows; row num_classes is the null label.
+        learned_variance: output 2 C channels, eps and the variance output v of improved DDPM
+            (Nichol & Dhariwal 2021; `sde_lib.learned_variance`).
 
     Raises:
         ValueError: for an unknown option value or a size the network cannot take.
@@ -78,8 +80,10 @@ class NCSNpp(UNet):
                  embedding_type: str = "fourier", fourier_scale: float = 16.0,
                  init_scale: float = 0.0, conv_size: int = 3, nonlinearity: str = "swish",
                  normalization: str = "GroupNorm", attention_type: str = "ddpm",
-                 scale_by_sigma: bool = False, conditional: bool = True, num_classes: int = 0):
+                 scale_by_sigma: bool = False, conditional: bool = True, num_classes: int = 0,
+                 learned_variance: bool = False):
         super().__init__()
+        out_ch = output_channels(num_channels, learned_variance, scale_by_sigma)
         self.resblock_type = check_choice("resblock_type", resblock_type, ("ddpm", "biggan"))
         self.progressive = check_choice("progressive", progressive,
                                         ("none", "output_skip", "residual"))
@@ -155,8 +159,8 @@ class NCSNpp(UNet):
                     level.pyramid_upsample = Upsample(pyramid_ch, with_conv=False,
                                                       fir_kernel=fir_kernel)
                 level.pyramid_norm = group_norm(in_ch, ncsnpp_groups(in_ch))
-                level.pyramid_conv = conv3x3(in_ch, num_channels, init_scale=init_scale)
-                pyramid_ch = num_channels
+                level.pyramid_conv = conv3x3(in_ch, out_ch, init_scale=init_scale)
+                pyramid_ch = out_ch
             elif self.progressive == "residual":
                 if coarsest:
                     level.pyramid_norm = group_norm(in_ch, ncsnpp_groups(in_ch))
@@ -177,7 +181,7 @@ class NCSNpp(UNet):
 
         if self.progressive != "output_skip":
             self.norm_out = group_norm(in_ch, ncsnpp_groups(in_ch))
-            self.conv_out = conv3x3(in_ch, num_channels, init_scale=init_scale)
+            self.conv_out = conv3x3(in_ch, out_ch, init_scale=init_scale)
         else:
             self.norm_out = self.conv_out = None
 
@@ -192,7 +196,7 @@ class NCSNpp(UNet):
             y: optional (B,) LongTensor of class labels in [0, num_classes]; None = null label.
 
         Returns:
-            (B, C, S, S).
+            (B, C, S, S), or (B, 2 C, S, S) with learned_variance.
         """
         labels, temb = self._conditioning(x, labels, y)
         biggan = self.resblock_type == "biggan"

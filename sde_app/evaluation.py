@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sde_lib import metrics
+from sde_lib.learned_variance import DiscreteChain, find_learned_variance, network_outputs, vlb_terms
 from sde_lib.likelihood import bits_per_dim, log_likelihood
 
 from . import data as data_lib
@@ -124,6 +125,42 @@ def per_example_log_likelihood(ctx: distributed.Context, sde, score_fn: Callable
                                ctx.world_size).cpu()
     all_nfes = [v for part in distributed.gather_objects(ctx, nfes) for v in part]
     return {"logp": logp, "nfe": sum(all_nfes) / max(len(all_nfes), 1)}
+
+
+def has_learned_variance(score_fn) -> bool:
+    """Whether score_fn is that of a network with learned variances (its VLB can be reported)."""
+    try:
+        find_learned_variance(score_fn)
+    except ValueError:
+        return False
+    return True
+
+
+def per_example_vlb(ctx: distributed.Context, sde, score_fn: Callable, x: torch.Tensor, decoder, *,
+                    batch_size: int, seed: int, progress: bool = False) -> Dict[str, torch.Tensor]:
+    """The discrete-time variational bound (`sde_lib.learned_variance.vlb_terms`, Ho et al. 2020
+    eq. 5 with improved DDPM's learned variances) of every row of x, split over the ranks: N
+    network calls per batch, x_k drawn from a generator seeded by (seed, rank).
+
+    Returns {"vlb": (N,) nats, "prior": (N,) nats of L_N, "decoder": (N,) nats of L_0}, CPU float64.
+    """
+    n = x.shape[0]
+    mine = list(distributed.shard(n, ctx))
+    generator = torch.Generator(device=ctx.device).manual_seed(data_lib.derive_seed(seed, ctx.rank, 3))
+    chain, model = DiscreteChain(sde), network_outputs(score_fn)
+    parts = {"vlb": [], "prior": [], "decoder": []}
+    with torch.no_grad():
+        for start in tqdm(range(0, len(mine), batch_size), desc="vlb", disable=not progress, leave=False):
+            xb = x[mine[start:start + batch_size]].to(ctx.device)
+            terms, prior = vlb_terms(chain, model, xb, decoder=decoder, generator=generator)
+            parts["vlb"].append((terms.sum(1) + prior).double())
+            parts["prior"].append(prior.double())
+            parts["decoder"].append(terms[:, 0].double())
+    out = {}
+    for key, rows in parts.items():
+        local = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.float64, device=ctx.device)
+        out[key] = distributed.unshard(distributed.gather_rows(ctx, local), n, ctx.world_size).cpu()
+    return out
 
 
 # ------------------------------------------------------------------------- sample quality
@@ -440,6 +477,9 @@ def evaluate(ctx: distributed.Context, exp: Experiment, workdir: Path, model, *,
                           "entropy_nats": {"mean": entropy, "stderr": entropy_se},
                           "gap_nats_per_example": mean_and_stderr(nll - true_nll)}
         report["likelihood"] = ll
+        if has_learned_variance(model.score_fn):
+            report["vlb"] = vlb_report(ctx, exp, model, progress=progress, n=n,
+                                       true_nll=ll.get("true", {}).get("nll_nats_per_example"))
 
     if e.quality is not None:
         report.update(sample_quality(ctx, exp, workdir, model, progress=progress, ll_points=x))
@@ -456,6 +496,32 @@ def evaluate(ctx: distributed.Context, exp: Experiment, workdir: Path, model, *,
         print("[eval] " + summary_line(report) + f" -> {path}", flush=True)
     distributed.barrier(ctx)
     return report
+
+
+def vlb_report(ctx: distributed.Context, exp: Experiment, model, *, progress: bool, n: int,
+               true_nll: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The discrete VLB of the first n test points beside the ODE likelihood: for images the
+    8-bit test values (not dequantised; the bound is on -log2 P of the discrete data) in bits/dim,
+    for the toy nats per example with the Gaussian decoder (and the gap to the true NLL)."""
+    e, data = exp.evaluation, exp.data
+    test = data.datasets(exp.seed)[1]
+    x = stack_items(test, range(min(n, len(test)))).float()
+    start = time.perf_counter()
+    decoder = data.vlb_decoder()
+    out = per_example_vlb(ctx, model.sde, model.score_fn, x, decoder, batch_size=e.batch_size, seed=exp.seed,
+                          progress=progress)
+    dim = x[0].numel()
+    rep: Dict[str, Any] = {"n_points": x.shape[0], "levels": model.sde.N, "decoder": decoder.kind,
+                           "wall_s": time.perf_counter() - start,
+                           "nats_per_example": mean_and_stderr(out["vlb"]),
+                           "prior_nats_per_example": mean_and_stderr(out["prior"]),
+                           "decoder_nats_per_example": mean_and_stderr(out["decoder"])}
+    if data.is_image:
+        rep["bits_per_dim"] = mean_and_stderr(out["vlb"] / (dim * math.log(2.0)))
+    elif true_nll is not None:
+        density = data.toy_density()
+        rep["gap_to_true_nll_nats_per_example"] = mean_and_stderr(out["vlb"] + density.log_prob(x.double()))
+    return rep
 
 
 def _number(v) -> Optional[float]:
@@ -494,6 +560,12 @@ def summary_line(report: Dict[str, Any]) -> str:
             parts.append(f"true NLL {t['nll_nats_per_example']['mean']:.4f}, gap"
                          f" {pm(t['gap_nats_per_example'])}, entropy {t['entropy_nats']['mean']:.4f}")
         parts.append(f"NFE {ll['nfe']:.0f}, {ll['n_points']} points")
+    if "vlb" in report:
+        v = report["vlb"]
+        parts.append(f"VLB {pm(v['bits_per_dim'])} bits/dim" if "bits_per_dim" in v
+                     else f"VLB {pm(v['nats_per_example'])} nats/example"
+                     + (f" (gap to true NLL {pm(v['gap_to_true_nll_nats_per_example'])})"
+                        if "gap_to_true_nll_nats_per_example" in v else ""))
     if "fid" in report:
         sq = report["sample_quality"]
         fid, kid = _number(report["fid"]), _number(report.get("kid"))

@@ -11,10 +11,12 @@ Public names:
   submodules:  sampling (sample, build_sampler, METHODS), samplers (one module per method),
                grids (time grids), likelihood (log_likelihood, bits_per_dim), losses, ode,
                predictors, correctors, guidance (classifier_free, classifier), controllable
-               (inpaint, colorize), metrics (FID, Inception Score, KID), progress
+               (inpaint, colorize), metrics (FID, Inception Score, KID), progress,
+               learned_variance (improved DDPM's variances, the discrete VLB, the hybrid loss)
 """
 from . import (controllable, correctors, grids, guidance, likelihood, losses, metrics, ode, oracle,
                predictors, progress, samplers, sampling)
+from . import learned_variance
 from .oracle import GaussianMixture
 from .reverse import ReverseSDE
 from .score import CountingScore, NetworkScore
@@ -26,4 +28,5 @@ __all__ = [
     "NetworkScore", "CountingScore", "GaussianMixture",
     "controllable", "correctors", "grids", "guidance", "likelihood", "losses", "metrics", "ode", "oracle",
     "predictors", "progress", "samplers", "sampling",
+    "learned_variance",
 ]

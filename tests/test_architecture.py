@@ -123,6 +123,7 @@ OTHER_VALUE = {
     "controller": ("pi", "torchdiffeq"),
     "variance": ("posterior", "transition"),
     "variant": ("bh1", "bh2"),
+    "respace": ("10", "20"),
 }
 
 

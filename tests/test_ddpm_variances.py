@@ -53,4 +53,4 @@ def test_ddpm_with_fixed_variances_is_algorithm_2(variance):
 
 def test_bad_variance():
     with pytest.raises(ValueError, match="variance"):
-        build_sampler("ddpm", variance="learned")
+        build_sampler("ddpm", variance="fixed")

@@ -27,6 +27,7 @@ from typing import Callable, Optional, Tuple
 
 import torch
 
+from sde_lib.learned_variance import Decoder
 from sde_lib.oracle import GaussianMixture
 
 from .cifar10 import CIFAR10Source
@@ -123,6 +124,14 @@ class DataSpec:
         """Classes y can take: mixture components K, 10 for CIFAR-10, the class folders of an
         image folder with class_labels; 0 when unlabelled (y is always 0)."""
         return self.source.num_classes(self)
+
+    def vlb_decoder(self) -> Decoder:
+        """L_0's decoder of the discrete variational bound (`sde_lib.learned_variance`): the
+        discretised Gaussian over the image's `levels` in model space ([-1, 1] or [0, 1]), or a
+        Gaussian density for the continuous toy data."""
+        if not self.is_image:
+            return Decoder(kind="gaussian")
+        return Decoder(kind="discretized", bins=self.levels, low=-1.0 if self.centered else 0.0, high=1.0)
 
     # ----------------------------------------------------------------------------- values
     def scaler(self) -> Callable[[Tensor], Tensor]:

@@ -25,6 +25,7 @@ from sde_lib import controllable as controllable_lib
 from sde_lib import sampling as sampling_lib
 from sde_lib.distillation import DISTILL_SCHEDULES
 from sde_lib.guidance import NetworkClassifier
+from sde_lib.learned_variance import HybridLoss, LearnedVarianceScore
 from sde_lib.likelihood import DIVERGENCES
 from sde_lib.losses import PROPOSALS, WEIGHTINGS, DenoisingScoreMatching, NoisyClassifierLoss, discrete_dsm_loss
 from sde_lib.ode import METHODS as ODE_METHODS
@@ -48,8 +49,9 @@ FIELD_DEFAULTS = {"training.conditional": False, "model.sigma_data": 0.5}
 
 # Training objectives. "ddpm" and "smld" are the same chain loss (`discrete_dsm_loss`) under the
 # names of the papers that introduced them; each is only meaningful on its family of SDEs.
-LOSSES = ("dsm", "ddpm", "smld")
-DISCRETE_LOSS_SDES = {"ddpm": ("vpsde", "subvpsde", "cosine_vpsde"), "smld": ("vesde",)}
+LOSSES = ("dsm", "ddpm", "smld", "hybrid")
+DISCRETE_LOSS_SDES = {"ddpm": ("vpsde", "subvpsde", "cosine_vpsde"), "smld": ("vesde",),
+                      "hybrid": ("vpsde", "subvpsde", "cosine_vpsde")}
 MIXED_PRECISION = ("none", "bf16")
 ADAM_IMPLEMENTATIONS = ("fused", "foreach", "for_loop")  # torch.optim.Adam's kernels
 LR_SCHEDULES = ("constant", "cosine")
@@ -214,14 +216,33 @@ def score_model_spec(config, sde, data: DataSpec) -> ModelSpec:
         fields.pop("num_classes", None)  # an unconditional network; checked by `_check_classes`
     name, kwargs = _network_kwargs(models.MODELS, fields, "model", data, extra)
     prediction, time_labels = model.prediction, model.time_labels
+    learned_variance = _learned_variance(config)
 
     def wrap(net, sde_):
+        if learned_variance:  # eps and v (Nichol & Dhariwal 2021)
+            return LearnedVarianceScore(net, sde_, time_labels=time_labels)
         return NetworkScore(net, sde_, prediction=prediction, time_labels=time_labels,
                             sigma_data=float(sigma_data))
 
     identity = _identity(config, SCORE_MODEL_FIELDS)
     return ModelSpec("score model", functools.partial(_build, models.MODELS, name, kwargs, "model"), wrap,
                      float(model.ema_rate), identity, dict(FIELD_DEFAULTS))
+
+
+def _learned_variance(config) -> bool:
+    """`config.model.learned_variance`, checked: a bool, with prediction='eps' and loss='hybrid'
+    (the only loss that trains v)."""
+    lv = config.model.get("learned_variance", False)
+    if not isinstance(lv, bool):
+        raise ValueError(f"config.model.learned_variance={lv!r}: expected True or False")
+    if lv and config.model.prediction != "eps":
+        raise ValueError(f"config.model.learned_variance=True reads the first output as eps, not"
+                         f" prediction={config.model.prediction!r}; set --config.model.prediction=eps")
+    if lv != (config.training.loss == "hybrid"):
+        raise ValueError(f"config.model.learned_variance={lv} with training.loss={config.training.loss!r}: the"
+                         f" variance output is trained by the hybrid loss only; set both"
+                         f" (--config.model.learned_variance=True --config.training.loss=hybrid) or neither")
+    return lv
 
 
 def classifier_spec(config, data: DataSpec) -> ModelSpec:
@@ -246,7 +267,7 @@ def _identity(config, fields) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ losses
-def build_loss(config, sde):
+def build_loss(config, sde, data: Optional[DataSpec] = None):
     """loss(score_fn, x0, generator=...) -> per-example losses (B,), from `config.training`.
 
     "dsm": continuous denoising score matching (Song et al. 2021, eq. 7) with a `weighting`
@@ -254,7 +275,9 @@ def build_loss(config, sde):
     `proposal` (uniform, importance, lognormal with P_mean, P_std), any pair; the earlier flags
     likelihood_weighting / importance_sampling are the same as weighting="likelihood" /
     proposal="importance". "ddpm"/"smld": the loss on the SDE's N-level chain (Ho et al. 2020's
-    L_simple on VP, Song & Ermon 2019's on VE).
+    L_simple on VP, Song & Ermon 2019's on VE); "hybrid": improved DDPM's L_simple + lambda L_vlb
+    (`training.hybrid_lambda`) for a network with learned variances, L_0's decoder from the data
+    (`DataSpec.vlb_decoder`).
     """
     t = config.training
     _choice("training.loss", t.loss, LOSSES)
@@ -276,10 +299,21 @@ def build_loss(config, sde):
         raise ValueError(f"config.training.loss={t.loss!r} is the loss of the"
                          f" {DISCRETE_LOSS_SDES[t.loss]} chain, not of sde.name={config.sde.name!r};"
                          f" use loss='dsm' or {'smld' if t.loss == 'ddpm' else 'ddpm'!r}")
+    if t.loss == "hybrid":
+        lam = t.get("hybrid_lambda", 1e-3)
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not (math.isfinite(lam) and lam > 0):
+            raise ValueError(f"config.training.hybrid_lambda={lam!r}: expected a number > 0 (0.001 in Nichol &"
+                             f" Dhariwal 2021)")
+        data = build_data(config) if data is None else data
+        if data.is_image and data.uniform_dequantization:
+            raise ValueError("config.training.loss='hybrid' decodes the data's discrete levels (eq. 13 of Ho et"
+                             " al. 2020); set --config.data.uniform_dequantization=False")
     if t.loss != "dsm":
         if t.likelihood_weighting or t.importance_sampling or weighting != "eps" or proposal != "uniform":
             raise ValueError(f"config.training.likelihood_weighting/importance_sampling/weighting/proposal"
                              f" apply to loss='dsm' only, not loss={t.loss!r}")
+        if t.loss == "hybrid":
+            return HybridLoss(sde, lam=float(lam), decoder=data.vlb_decoder())
         return functools.partial(discrete_dsm_loss, sde, reduce_mean=t.reduce_mean)
     try:
         return DenoisingScoreMatching(sde, eps=t.eps, reduce_mean=t.reduce_mean,
@@ -390,7 +424,7 @@ def training_job(config, sde, data: DataSpec, model: ModelSpec, snapshot: Option
     loop = dataclasses.replace(loop, checkpoint_resolutions=_checkpoint_resolutions(config, model))
     conditional = is_conditional(config)
     return TrainingJob(mode="train", subdir="", objective="score", model=model, loop=loop,
-                       optim=_optim(config.optim, "optim", loop.n_iters), loss=build_loss(config, sde),
+                       optim=_optim(config.optim, "optim", loop.n_iters), loss=build_loss(config, sde, data),
                        conditional=conditional, p_uncond=float(t.p_uncond),
                        null_label=data.num_classes if conditional else None,
                        snapshot=snapshot if loop.snapshot_sampling else None)
@@ -703,6 +737,11 @@ def build_experiment(config, modes: Sequence[str] = (), *, check_network: bool =
             model.build_net()
             if classifier is not None:
                 classifier.model.build_net()
+    if (getattr(sampling.sampler.method, "variance", None) == "learned"
+            and not config.model.get("learned_variance", False)):
+        raise ValueError("config.sampling.ddpm.variance='learned' needs a network with a variance output;"
+                         " set --config.model.learned_variance=True (trained with training.loss=hybrid) or"
+                         " variance=transition / posterior")
     if any(m in modes for m in SAMPLING_MODES) or ("train" in modes and train.snapshot is not None):
         try:
             sampling.sampler.check(sde)

@@ -10,8 +10,9 @@ import torch
 from .. import correctors as correctors_lib
 from .. import predictors as predictors_lib
 from ..grids import SCHEDULES, time_grid
+from ..learned_variance import DiscreteChain, interpolated_log_variance, variance_output
 from ..progress import progress_bar
-from ..utils import check_choice, check_positive, check_positive_int
+from ..utils import check_choice, check_positive, check_positive_int, randn_like
 from .base import SamplingMethod
 
 Tensor = torch.Tensor
@@ -143,7 +144,7 @@ class PredictorCorrector(SamplingMethod):
         return x
 
 
-VARIANCES = ("transition", "posterior")
+VARIANCES = ("transition", "posterior", "learned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,11 +160,21 @@ class AncestralSampling(SamplingMethod):
       variance: the noise variance of each step: "transition" (DDPM's sigma_i^2 = beta_i, the
         step's own), "posterior" (sigma_i^2 = beta~_i = beta_i (1 - alpha_bar_{i-1}) / (1 -
         alpha_bar_i), the posterior of x_{i-1} given x_i and x_0; Ho et al. 2020, Sec. 3.2);
-        None: the SDE's own (`SDE.ancestral_variance`: transition for VP, posterior for VE).
-        Inpainting with "ddpm" uses the SDE's own.
+        None: the SDE's own (`SDE.ancestral_variance`: transition for VP, posterior for VE);
+        "learned": improved DDPM's log sigma_i^2 = v log beta_i + (1 - v) log beta~_i (Nichol &
+        Dhariwal 2021, eq. 15; beta~_0 clipped to beta~_1), v the network's second output (the
+        score must be a `learned_variance.LearnedVarianceScore`). Inpainting with "ddpm" uses
+        the SDE's own.
+      respace: K, to skip along the trained N-level chain (the SDE's own N; leave N unset) in K
+        steps at the levels `learned_variance.respaced_levels(N, K)`, with the steps' betas
+        recomputed from alpha_bar at the kept levels (Nichol & Dhariwal 2021, Sec. 4); None: step
+        through every level of the chain of N levels (`N` fewer than the SDE's rebuilds a coarser
+        chain of the same schedule instead). Noise-free levels at the chain's start (the cosine
+        chain's level 0) are the data and take no step here.
     """
 
     variance: Optional[str] = None
+    respace: Optional[int] = None
 
     default_denoise: ClassVar = "mean"
     allows_zero_eps: ClassVar[bool] = True
@@ -171,6 +182,13 @@ class AncestralSampling(SamplingMethod):
     def validate(self) -> None:
         if self.variance is not None:
             check_choice("variance", self.variance, VARIANCES)
+        if self.respace is not None:
+            check_positive_int("respace", self.respace)
+
+    @property
+    def on_chain(self) -> bool:
+        """Whether the run walks a `learned_variance.DiscreteChain` (learned or respaced)."""
+        return self.variance == "learned" or self.respace is not None
 
     @property
     def as_pc(self) -> PredictorCorrector:
@@ -178,13 +196,56 @@ class AncestralSampling(SamplingMethod):
         return PredictorCorrector(predictor="ancestral_sampling", corrector="none", schedule="uniform")
 
     def check(self, sde, N, eps):
-        self.as_pc.check(sde, N, eps)
+        if self.respace is not None:
+            if N != sde.N:
+                raise ValueError(f"respace={self.respace} skips along the trained chain of the SDE's N={sde.N}"
+                                 f" levels; leave the sampler's N unset (got N={N})")
+            DiscreteChain(sde, self.respace)
+            sde.check_chain()
+        else:
+            self.as_pc.check(sde, N, eps)
 
     def run(self, sde, score_fn, x, *, eps, denoise, N, generator, progress):
+        if self.on_chain:
+            return self.run_chain(sde, score_fn, x, eps=eps, denoise=denoise, N=N, generator=generator,
+                                  progress=progress)
         pc = self.as_pc.build(sde, score_fn, N, eps, x.device)
         pc.predictor.variance = self.variance
         with progress_bar(progress, N, self.as_pc.title) as bar:
             for k in range(N):
                 x = pc.update(x, k, denoise=denoise, generator=generator)
+                bar.update(1)
+        return x
+
+    def run_chain(self, sde, score_fn, x, *, eps, denoise, N, generator, progress):
+        """Algorithm 2 on a `DiscreteChain` (respaced and/or with learned variances):
+        x_{k-1} = (x_k + beta_k s) / r_k + sigma_k z, z = 0 at the last step unless denoise=False."""
+        if denoise == "pf":
+            raise ValueError("method='ddpm' with variance='learned' or respace has no probability-flow"
+                             " last step; use denoise='mean' or False")
+        if self.respace is None:  # the N-level chain on today's grid (the official times)
+            chain = DiscreteChain(sde.with_num_levels(N))  # grid time k is level N - 1 - k
+            times = time_grid(chain.sde, eps, N, "uniform", x.device)[:chain.K]
+        else:
+            chain = DiscreteChain(sde, self.respace)
+            times = chain.times.flip(0).to(x.device)
+        variance = self.variance or sde.ancestral_variance
+        B = x.shape[0]
+        with progress_bar(progress, chain.K, self.as_pc.title) as bar:
+            for step in range(chain.K):
+                k = chain.K - 1 - step
+                score = score_fn(x, times[step].to(x.dtype).expand(B))
+                beta, ratio = chain.beta[k].to(x.dtype), chain.ratio[k].to(x.dtype)
+                x_mean = (x + beta * score) / ratio
+                if k == 0 and denoise == "mean":
+                    x = x_mean
+                else:
+                    if variance == "learned":  # eq. 15
+                        log_var = interpolated_log_variance(variance_output(score_fn), chain.log_beta[k].to(x.dtype),
+                                                            chain.log_beta_tilde_clipped[k].to(x.dtype))
+                        std = torch.exp(0.5 * log_var)
+                    else:
+                        std = (chain.beta if variance == "transition" else chain.beta_tilde)[k].sqrt().to(x.dtype)
+                    x = x_mean + std * randn_like(x, generator)
                 bar.update(1)
         return x
