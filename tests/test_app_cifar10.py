@@ -11,7 +11,7 @@ import main
 from sde_app.data.testing import write_fake_cifar10
 
 CIFAR_CONFIGS = ["vp_cifar10", "subvp_cifar10", "ve_cifar10", "vp_cifar10_deep",
-                 "subvp_cifar10_deep", "ve_cifar10_deep", "ddpm_cifar10", "edm_cifar10"]
+                 "subvp_cifar10_deep", "ve_cifar10_deep", "ddpm_cifar10", "edm_cifar10", "iddpm_cifar10"]
 
 
 
@@ -54,6 +54,8 @@ def test_cifar10_config_end_to_end(name, cifar_root, tmp_path):
     steps = config.sampling.N
     if sample["method"] == "edm":  # Heun: two evaluations per step but the last (Karras et al. 2022, Alg. 1)
         assert sample["nfe"] == 2 * steps - 1
+    elif config.model.learned_variance:  # the cosine chain's level 0 has beta_0 = 0 (the data): skipped
+        assert sample["nfe"] == steps - 1
     else:
         assert sample["nfe"] == (2 * steps if config.sampling.pc.corrector == "langevin" and sample["method"] == "pc" else steps)
     images = np.load(sample["files"]["npz"])["samples"]
@@ -64,6 +66,9 @@ def test_cifar10_config_end_to_end(name, cifar_root, tmp_path):
     bpd = report["likelihood"]["bits_per_dim"]
     assert np.isfinite(bpd["mean"]) and bpd["n"] == 2 and report["likelihood"]["nfe"] > 0
     assert np.isfinite(report["test_loss"]["mean"]) and report["test_loss"]["n"] == 2
+    if config.model.learned_variance:  # the discrete-time bound beside the ODE likelihood
+        vlb = report["vlb"]["bits_per_dim"]
+        assert np.isfinite(vlb["mean"]) and vlb["n"] == 2
     if name == "vp_cifar10":
         assert (tmp_path / "snapshots" / "samples_00000002.png").is_file()
 
