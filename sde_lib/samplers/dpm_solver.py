@@ -7,20 +7,19 @@ N(alpha(t) x_0, std(t)^2 I) here: VP, sub-VP, VE.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
-from ..grids import SOLVER_SCHEDULES, optimized_time_points, steps, time_points
+from ..grids import steps
 from ..predictors import reverse_sde_final_step
-from ..utils import batch_broadcast, check_choice
-from .base import SamplingMethod
+from ..utils import batch_broadcast
+from .multistep import MultistepSolver
 
 Tensor = torch.Tensor
 
 
 @dataclasses.dataclass(frozen=True)
-class DPMSolverPP(SamplingMethod):
+class DPMSolverPP(MultistepSolver):
     """DPM-Solver++(3M) (order=3), (2M) (order=2) or DPM-Solver++(1) = DDIM (order=1) over N score
     evaluations.
 
@@ -44,19 +43,10 @@ class DPMSolverPP(SamplingMethod):
     grid_max_scale: float = 1.0
 
     def validate(self) -> None:
-        if isinstance(self.order, bool) or self.order not in (1, 2, 3):
-            raise ValueError(f"order={self.order!r} is not one of [1, 2, 3]")
-        check_choice("schedule", self.schedule, SOLVER_SCHEDULES)
-        if isinstance(self.grid_max_scale, bool) or not isinstance(self.grid_max_scale, (int, float)) \
-                or not 0 < self.grid_max_scale < math.inf:
-            raise ValueError(f"grid_max_scale={self.grid_max_scale!r}: expected a positive number (default 1.0)")
+        self.validate_grid_options()
 
     def run(self, sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progress):
-        if self.schedule == "optimized":
-            grid = optimized_time_points(sde, eps, N + (denoise is False), self, denoise, x.device,
-                                         max_scale=self.grid_max_scale)
-        else:
-            grid = time_points(sde, eps, N + (denoise is False), self.schedule, x.device)
+        grid = self.grid(sde, eps, N, denoise, x.device)
         return self.solve(sde, score_fn, x, grid, denoise, generator, progress)
 
     def solve(self, sde, score_fn, x: Tensor, grid: Tensor, denoise, generator, progress) -> Tensor:

@@ -11,10 +11,10 @@ import math
 
 import torch
 
-from ..grids import SOLVER_SCHEDULES, optimized_time_points, steps, time_points
+from ..grids import steps
 from ..predictors import reverse_sde_final_step
 from ..utils import batch_broadcast, check_choice
-from .base import SamplingMethod
+from .multistep import MultistepSolver
 
 Tensor = torch.Tensor
 
@@ -22,7 +22,7 @@ VARIANTS = ("bh1", "bh2")
 
 
 @dataclasses.dataclass(frozen=True)
-class UniPC(SamplingMethod):
+class UniPC(MultistepSolver):
     """UniPC with a predictor of order `order` (1-3; UniC raises it by one) over N score evaluations.
 
     With lambda = log(alpha / std), a step from t_s to t (h = lambda_t - lambda_s > 0, z = -h) and
@@ -50,22 +50,13 @@ class UniPC(SamplingMethod):
     grid_max_scale: float = 1.0
 
     def validate(self) -> None:
-        if isinstance(self.order, bool) or self.order not in (1, 2, 3):
-            raise ValueError(f"order={self.order!r} is not one of [1, 2, 3]")
+        self.validate_grid_options()
         check_choice("variant", self.variant, VARIANTS)
         if not isinstance(self.corrector, bool):
             raise ValueError(f"corrector={self.corrector!r}: expected True or False")
-        check_choice("schedule", self.schedule, SOLVER_SCHEDULES)
-        if isinstance(self.grid_max_scale, bool) or not isinstance(self.grid_max_scale, (int, float)) \
-                or not 0 < self.grid_max_scale < math.inf:
-            raise ValueError(f"grid_max_scale={self.grid_max_scale!r}: expected a positive number (default 1.0)")
 
     def run(self, sde, score_fn, x: Tensor, *, eps, denoise, N, generator, progress):
-        if self.schedule == "optimized":
-            grid = optimized_time_points(sde, eps, N + (denoise is False), self, denoise, x.device,
-                                         max_scale=self.grid_max_scale)
-        else:
-            grid = time_points(sde, eps, N + (denoise is False), self.schedule, x.device)
+        grid = self.grid(sde, eps, N, denoise, x.device)
         return self.solve(sde, score_fn, x, grid, denoise, generator, progress)
 
     def solve(self, sde, score_fn, x: Tensor, grid: Tensor, denoise, generator, progress) -> Tensor:
