@@ -62,6 +62,8 @@ class Decoder:
 def as_decoder(decoder) -> Decoder:
     """A `Decoder` from itself or its kind ("discretized": 8-bit data in [-1, 1])."""
     return decoder if isinstance(decoder, Decoder) else Decoder(kind=decoder)
+
+
 LOG2 = math.log(2.0)
 
 
