@@ -52,6 +52,18 @@ def optim_group(*, lr: float = 2e-4, warmup: int = 5000, schedule: str = "consta
     return optim
 
 
+def add_loop_fields(group: ml_collections.ConfigDict, *, batch_size: int, n_iters: int, log_freq: int = 100,
+                    eval_freq: int = 0, checkpoint_freq: int = 500, snapshot_freq: int = 0) -> None:
+    """The training-loop fields of a mode that reuses the loop (sde_app.factory's `_loop`):
+    global batch size, optimizer steps, and the log / test-loss / checkpoint / snapshot intervals."""
+    group.batch_size = batch_size
+    group.n_iters = n_iters
+    group.log_freq = log_freq
+    group.eval_freq = eval_freq
+    group.checkpoint_freq = checkpoint_freq
+    group.snapshot_freq = snapshot_freq
+
+
 def default_config() -> ml_collections.ConfigDict:
     """Every field of every group, with the paper's CIFAR-10 defaults."""
     config = ml_collections.ConfigDict()
@@ -210,12 +222,7 @@ def default_config() -> ml_collections.ConfigDict:
     distill.student_steps = 8       # the first round's student; its teacher takes twice as many
     distill.schedule = "logsnr"     # the nested grids: logsnr | uniform
     distill.eps = 1e-3              # the last time of the grid (the student's samples end there)
-    distill.batch_size = 512
-    distill.n_iters = 2000          # per round
-    distill.log_freq = 100
-    distill.eval_freq = 0
-    distill.checkpoint_freq = 500
-    distill.snapshot_freq = 0
+    add_loop_fields(distill, batch_size=512, n_iters=2000)  # n_iters per round
     distill.optim = optim_group(lr=5e-4, warmup=0)
 
     # Consistency models (--mode consistency; Song et al. 2023): consistency distillation from the
@@ -231,12 +238,7 @@ def default_config() -> ml_collections.ConfigDict:
     consistency.rate = 0.95             # the target EMA: mu (distillation), mu0 (training, 0.9 in the paper)
     consistency.sigma_data = 0.5        # c_skip / c_out
     consistency.eps = 1e-3              # sigma_min = sigma(eps), where f is the identity
-    consistency.batch_size = 512
-    consistency.n_iters = 2000
-    consistency.log_freq = 100
-    consistency.eval_freq = 0
-    consistency.checkpoint_freq = 500
-    consistency.snapshot_freq = 0
+    add_loop_fields(consistency, batch_size=512, n_iters=2000)
     consistency.optim = optim_group(lr=5e-4, warmup=0)
 
     config.data = data = ml_collections.ConfigDict()
