@@ -136,6 +136,9 @@ def default_config() -> ml_collections.ConfigDict:
     sampling.num_samples = 64
     sampling.batch_size = 64        # per rank
     sampling.compile = False        # torch.compile the score network (once per batch shape)
+    # A student of --mode distill samples (sample, eval) with the DDIM steps it learnt (its step
+    # count, grid and eps, read from its checkpoint); False: with this group's method as set.
+    sampling.student_sampler = True
     sampling.seed = placeholder(int)  # None = config.seed
     # Class labels: None (unconditional), an int, a list (cycled over the samples) or -1 (all
     # classes cycled: sample i gets class i % num_classes).

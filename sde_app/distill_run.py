@@ -6,8 +6,8 @@ round k-1's student's EMA) and learns one DDIM step that does what two teacher s
 (`sde_lib.distillation.ProgressiveDistillationLoss`), for distill.student_steps / 2^(k-1) steps.
 Each round is a training run of the training loop (`training.Trainer` with the hooks
 `init_weights`, `state`): checkpoints, bitwise resume after a kill, progress bar, TensorBoard. A
-finished round is skipped on rerun. Each student is a normal checkpoint; the round prints the
-`--mode sample` flags that sample it with its step count.
+finished round is skipped on rerun. Each student is a normal checkpoint that `--mode sample` and
+`--mode eval` sample with its own step count (`loading.student_sampler`); the round prints the flags.
 """
 from __future__ import annotations
 
@@ -50,10 +50,10 @@ class DistillTrainer(Trainer):
 
 
 def sample_flags(info: Dict[str, Any], checkpoint: str) -> str:
-    """The `main.py --mode sample` flags that sample a student with its step count."""
-    return (f"--mode=sample --checkpoint={checkpoint} --config.sampling.method=ddim"
-            f" --config.sampling.N={info['student_steps']} --config.sampling.denoise=False"
-            f" --config.sampling.ddim.schedule={info['schedule']} --config.sampling.eps={info['eps']}")
+    """The `main.py` flags that sample a student: its checkpoint, which carries its step count, grid
+    and eps (`loading.student_sampler`), and, for the record, the sampler they make."""
+    return (f"--mode=sample --checkpoint={checkpoint}   (DDIM, N={info['student_steps']},"
+            f" schedule={info['schedule']}, eps={info['eps']}, denoise=False, from the checkpoint)")
 
 
 def run(exp: Experiment, workdir: Path, ctx: distributed.Context, *, checkpoint=None, progress: bool = True,

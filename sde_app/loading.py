@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from sde_lib import sampling as sampling_lib
 from sde_lib.consistency import ConsistencyFunction
 
 from .checkpoints import CheckpointDir, CorruptCheckpointError, DamagedCheckpointsError, load_state
@@ -25,6 +26,8 @@ class LoadedModel:
     step: int
     source: str          # the checkpoint file
     tag: str             # names output files, e.g. "step_00004000" or "official_step_00012345"
+    sampler: Optional[sampling_lib.Sampler] = None  # a distilled student's own sampler (`student_sampler`)
+    student: Optional[Dict[str, Any]] = None        # its round, step count, grid and eps
 
 
 @dataclass
@@ -87,7 +90,18 @@ def load_trained(exp: Experiment, workdir: Optional[Path], device: torch.device,
         score_fn = ConsistencyFunction(scoring_net(exp, net), exp.sde, c["eps"], c["sigma_data"]).as_score()
         return LoadedModel(exp.sde, score_fn, net, step, str(path), f"consistency_step_{step:08d}")
     return LoadedModel(exp.sde, exp.score_model.wrap(scoring_net(exp, net), exp.sde), net, step, str(path),
-                       f"step_{step:08d}")
+                       f"step_{step:08d}", sampler=student_sampler(state), student=state.get("distill"))
+
+
+def student_sampler(state: Dict[str, Any]) -> Optional[sampling_lib.Sampler]:
+    """The sampler a student of `--mode distill` learnt (`sde_lib.distillation`): deterministic DDIM
+    at its step count on its nested grid, ending at its eps without a final denoising step; None
+    for a checkpoint that is not a student."""
+    info = state.get("distill")
+    if info is None:
+        return None
+    return sampling_lib.build_sampler("ddim", eps=info["eps"], denoise=False, N=info["student_steps"],
+                                      schedule=info["schedule"], eta=0.0)
 
 
 def scoring_net(exp: Experiment, net: torch.nn.Module) -> torch.nn.Module:

@@ -45,7 +45,22 @@ class Session:
             if self.ctx.is_main:
                 m = self._model
                 print(f"[{mode}] weights: {m.source} (step {m.step}, EMA)", flush=True)
+            self._use_student_sampler(mode)
         return self._model
+
+    def _use_student_sampler(self, mode: str) -> None:
+        """A distilled student samples with the DDIM steps it learnt, unless
+        `sampling.student_sampler` is False (its checkpoint says which: `loading.student_sampler`)."""
+        m, s = self._model, self.exp.sampling
+        if m.sampler is None or not s.student_sampler:
+            return
+        m.sampler.check(self.exp.sde)
+        self.exp = dataclasses.replace(self.exp, sampling=dataclasses.replace(s, sampler=m.sampler))
+        if self.ctx.is_main:
+            info = m.student
+            print(f"[{mode}] a distilled student (round {info['round']}): sampling with ddim, N={info['student_steps']},"
+                  f" schedule={info['schedule']}, eps={info['eps']}, denoise=False, as it learnt"
+                  " (--config.sampling.student_sampler=False uses config.sampling instead)", flush=True)
 
     def classifier(self, mode: str):
         """The classifier's EMA weights when `mode` guides with it, else None; loaded once."""
@@ -92,12 +107,13 @@ def _train_classifier(s: Session, mode: str):
 
 
 def _sample(s: Session, mode: str):
-    return sampling_run.run(s.ctx, s.exp, s.workdir, s.model(mode), classifier=s.classifier(mode),
-                            progress=s.progress)
+    model = s.model(mode)  # first: a student's checkpoint sets the sampler of s.exp
+    return sampling_run.run(s.ctx, s.exp, s.workdir, model, classifier=s.classifier(mode), progress=s.progress)
 
 
 def _eval(s: Session, mode: str):
-    return evaluation.run(s.ctx, s.exp, s.workdir, s.model(mode), progress=s.progress)
+    model = s.model(mode)
+    return evaluation.run(s.ctx, s.exp, s.workdir, model, progress=s.progress)
 
 
 def _inpaint(s: Session, mode: str):

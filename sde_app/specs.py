@@ -131,6 +131,7 @@ class SamplingSettings:
     scales: Tuple[float, ...] = (1.0,)
     null_label: int = 0
     compile: bool = False  # torch.compile the score network (`loading`)
+    student_sampler: bool = True  # a distilled student samples with its own DDIM steps (`modes`)
 
     def class_labels(self, n: int) -> Optional[torch.Tensor]:
         """Labels (n,) long: sample i gets the (i mod L)-th of `labels`; None without labels."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from configs import vp_toy
@@ -54,13 +55,32 @@ def test_killed_distillation_resumes_bit_exactly_and_students_and_consistency_mo
     state = checkpoints.load_state(checkpoints.CheckpointDir(run / "distill" / "round_2").resume_path)
     assert state["distill"] == {"round": 2, "student_steps": 2, "schedule": "logsnr", "eps": 1e-3}
 
-    # The round's printed flags sample the student with its 2 steps.
+    # The round's printed flags (its checkpoint) sample the student with the 2 DDIM steps it learnt,
+    # read from the checkpoint: the same samples as that sampler set by hand.
     flags = [line.split("sample it with: ")[1] for line in done.stdout.splitlines() if "round 2: 2 steps" in line]
     assert len(flags) == 1
-    sampled = subprocess.run(command(run, "sample", "--config.sampling.num_samples=100", *flags[0].split()[1:]),
+    checkpoint = flags[0].split()[1]
+    assert checkpoint == f"--checkpoint={checkpoints.CheckpointDir(run / 'distill' / 'round_2').resume_path}"
+    sampled = subprocess.run(command(run, "sample", "--config.sampling.num_samples=100", checkpoint),
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert sampled.returncode == 0, sampled.stderr
-    assert "method=ddim, NFE=2" in sampled.stdout
+    assert "method=ddim, NFE=2" in sampled.stdout and "a distilled student (round 2)" in sampled.stdout
+    npz = next((run / "samples").glob("*_ddim.npz"))
+    automatic = np.load(npz)["samples"]
+    by_hand = ["--config.sampling.method=ddim", "--config.sampling.N=2", "--config.sampling.denoise=False",
+               "--config.sampling.ddim.schedule=logsnr", "--config.sampling.eps=0.001",
+               "--config.sampling.student_sampler=False"]
+    sampled = subprocess.run(command(run, "sample", "--config.sampling.num_samples=100", checkpoint, *by_hand),
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert sampled.returncode == 0, sampled.stderr
+    assert "a distilled student" not in sampled.stdout
+    np.testing.assert_array_equal(np.load(npz)["samples"], automatic)
+    # student_sampler=False: the config's own sampler (vp_toy: the probability-flow ODE).
+    sampled = subprocess.run(command(run, "sample", "--config.sampling.num_samples=100", checkpoint,
+                                     "--config.sampling.student_sampler=False"),
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert sampled.returncode == 0, sampled.stderr
+    assert "method=ode" in sampled.stdout
 
     # --mode consistency (distillation) from the same teacher: a checkpoint that samples in N steps.
     done = subprocess.run(command(run, "consistency", "--config.consistency.n_iters=20", "--config.consistency.batch_size=64",

@@ -594,15 +594,17 @@ def sampling_settings(config, data: DataSpec) -> SamplingSettings:
     sampler = build_sampler(config)
     _positive_int("sampling.num_samples", s.num_samples)
     _positive_int("sampling.batch_size", s.batch_size)
-    if not isinstance(s.get("compile", False), bool):
-        raise ValueError(f"config.sampling.compile={s.get('compile')!r}: expected True or False")
+    for flag in ("compile", "student_sampler"):
+        if not isinstance(s.get(flag, False), bool):
+            raise ValueError(f"config.sampling.{flag}={s.get(flag)!r}: expected True or False")
     labels = label_values(config, "sampling", data.num_classes, data.dataset)
     scales = guidance_scales(config, "sampling")
     _check_guidance(config, "sampling", labels, scales)
     return SamplingSettings(sampler=sampler, num_samples=s.num_samples, batch_size=s.batch_size,
                             seed=sampling_seed(config), labels=labels, guidance=s.guidance,
                             scales=tuple(scales), null_label=data.num_classes,
-                            compile=bool(s.get("compile", False)))
+                            compile=bool(s.get("compile", False)),
+                            student_sampler=bool(s.get("student_sampler", True)))
 
 
 def controllable_settings(config, data: DataSpec) -> ControllableSettings:
