@@ -134,7 +134,7 @@ def default_config() -> ml_collections.ConfigDict:
     sampling.pc.predictor = "euler_maruyama"
     sampling.pc.corrector = "none"
     sampling.num_samples = 64
-    sampling.batch_size = 64        # per rank
+    sampling.batch_size = 64        # per rank; 0: the largest that fits in free memory
     sampling.compile = False        # torch.compile the score network (once per batch shape)
     # A student of --mode distill samples (sample, eval) with the DDIM steps it learnt (its step
     # count, grid and eps, read from its checkpoint); False: with this group's method as set.

@@ -32,7 +32,7 @@ from PIL import Image
 from . import distributed, plots
 from .data import DataSpec, derive_seed
 from .jsonio import write_json
-from .sampling_run import guided_score_fn, sharded_batches, to_images
+from .sampling_run import batch_size_for, guided_score_fn, sharded_batches, to_images
 from .specs import ControllableSettings, Experiment
 
 Tensor = torch.Tensor
@@ -132,14 +132,18 @@ def score_for(c: ControllableSettings, model, classifier=None) -> Callable[[Tens
 
 def _batched(ctx: distributed.Context, c: ControllableSettings, sample_shape: Tuple[int, ...],
              fn: Callable[[int, torch.Generator, Any], Tuple[Tensor, int]], progress: bool,
-             desc: str) -> Tuple[Tensor, Dict[str, Any]]:
+             desc: str, model, score_fn: Callable) -> Tuple[Tensor, Dict[str, Any]]:
     """Run fn(batch size, generator, bar) over num_samples split over the ranks, in batches
-    (`sharded_batches`); (samples (num_samples, *sample_shape) on the CPU, info)."""
+    (`sharded_batches`; batch size 0: from free memory, probed with `model` and `score_fn`);
+    (samples (num_samples, *sample_shape) on the CPU, info)."""
     seed = derive_seed(c.seed, 5)
-    samples, info = sharded_batches(ctx, c.num_samples, c.batch_size, seed, sample_shape,
+    copies = getattr(c.inpainter.method, "particles", 1)  # smc: each score call is on particles x B
+    batch_size = c.batch_size or max(batch_size_for(ctx, 0, model, score_fn, sample_shape, c.num_samples * copies,
+                                                    mode=desc) // copies, 1)
+    samples, info = sharded_batches(ctx, c.num_samples, batch_size, seed, sample_shape,
                                     lambda indices, generator, bar: fn(len(indices), generator, bar),
                                     desc=desc, progress=progress)
-    return samples, {**info, "world_size": ctx.world_size}
+    return samples, {**info, "world_size": ctx.world_size, "batch_size": batch_size}
 
 
 def _summary(c: ControllableSettings, model, mode: str, info: Dict[str, Any], classifier) -> Dict[str, Any]:
@@ -186,7 +190,7 @@ def _inpaint_image(ctx: distributed.Context, exp: Experiment, model, input_path:
         return c.inpainter.inpaint(model.sde, score_fn, x.expand(b, -1, -1, -1), mask, generator=generator,
                                    progress=bar)
 
-    samples, info = _batched(ctx, c, tuple(x.shape[1:]), batch, progress, "inpainting")
+    samples, info = _batched(ctx, c, tuple(x.shape[1:]), batch, progress, "inpainting", model, score_fn)
     if not ctx.is_main:
         return {}
     images, known = to_images(samples, data), mask.cpu().bool().expand_as(samples)
@@ -215,7 +219,7 @@ def run_colorize(ctx: distributed.Context, exp: Experiment, workdir: Path, model
         return c.inpainter.colorize(model.sde, score_fn, x.expand(b, -1, -1, -1), generator=generator,
                                     progress=bar)
 
-    samples, info = _batched(ctx, c, tuple(x.shape[1:]), batch, progress, "colorization")
+    samples, info = _batched(ctx, c, tuple(x.shape[1:]), batch, progress, "colorization", model, score_fn)
     summary: Dict[str, Any] = {}
     if ctx.is_main:
         images = to_images(samples, data)
@@ -248,7 +252,7 @@ def _inpaint_toy(ctx: distributed.Context, exp: Experiment, workdir: Path, model
         return c.inpainter.inpaint(model.sde, score_fn, x_known, mask.to(x_known.device), generator=generator,
                                    progress=bar)
 
-    samples, info = _batched(ctx, c, (dim,), batch, progress, "inpainting")
+    samples, info = _batched(ctx, c, (dim,), batch, progress, "inpainting", model, score_fn)
     if not ctx.is_main:
         return {}
     summary = _summary(c, model, "inpaint", info, classifier)

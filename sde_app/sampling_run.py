@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -23,7 +24,7 @@ from sde_lib import guidance as guidance_lib
 from sde_lib.sampling import Sampler
 
 from . import data as data_lib
-from . import distributed, plots
+from . import distributed, memory, plots
 from .data import DataSpec
 from .jsonio import write_json
 from .specs import Experiment, SamplingSettings
@@ -79,6 +80,20 @@ def sharded_batches(ctx: distributed.Context, num_samples: int, batch_size: int,
     info = {"nfe": float(np.mean(all_nfes)) if all_nfes else 0.0,
             "nfe_per_batch": all_nfes, "wall_s": time.perf_counter() - start}
     return samples, info
+
+
+def batch_size_for(ctx: distributed.Context, batch_size: int, model, score_fn: Callable,
+                   shape: Tuple[int, ...], num_samples: int, mode: str = "sample") -> int:
+    """`batch_size`, or for 0 the largest per-rank batch whose score calls `score_fn(x, t)` (x of
+    shape (B, *shape)) fit in free memory (`memory.choose_batch_size`), said on rank 0."""
+    if batch_size:
+        return batch_size
+    per_rank = math.ceil(num_samples / ctx.world_size)
+    choice = memory.choose_batch_size(model.net, score_fn, shape, ctx.device, num_samples=per_rank,
+                                      t=float(model.sde.T))
+    if ctx.is_main:
+        print(f"[{mode}] {choice.describe()}", flush=True)
+    return choice.batch_size
 
 
 # A bar over batches that move in fractions: two decimals of the count, elapsed and remaining time.
@@ -192,12 +207,14 @@ def sample_once(ctx: distributed.Context, exp: Experiment, workdir: Path, model,
     if labels is not None:
         score_fn = functools.partial(guided_score_fn, model, guidance=s.guidance, scale=scale,
                                      null_label=s.null_label, classifier=classifier)
+    probe = score_fn if labels is None else score_fn(labels[torch.arange(memory.PROBE_BATCH) % len(labels)].to(ctx.device))
+    batch_size = batch_size_for(ctx, s.batch_size, model, probe, data.shape, s.num_samples)
     samples, info = draw_samples(ctx, model.sde, score_fn, data.shape, sampler=s.sampler,
-                                 num_samples=s.num_samples, batch_size=s.batch_size, seed=s.seed,
+                                 num_samples=s.num_samples, batch_size=batch_size, seed=s.seed,
                                  labels=labels, progress=progress)
     tag = _file_tag(model, s, scale, labels is not None)
     summary = {"source": model.source, "step": model.step, "method": s.sampler.name,
-               "options": s.sampler.describe(), "num_samples": s.num_samples, "batch_size": s.batch_size,
+               "options": s.sampler.describe(), "num_samples": s.num_samples, "batch_size": batch_size,
                "seed": s.seed, "world_size": ctx.world_size, **info}
     if labels is not None:
         summary.update(class_label=s.labels, guidance=s.guidance,

@@ -273,7 +273,7 @@ CONFIG_FIELDS = {
     "training.batch_size": COUNTS, "training.n_iters": COUNTS, "training.log_freq": COUNTS,
     "optim.lr": REALS, "optim.warmup": ["-7"], "model.ema_rate": ["1", "-7", "nan"],
     "sampling.eps": REALS + ["1", "2"], "sampling.N": COUNTS, "sampling.num_samples": COUNTS,
-    "sampling.batch_size": COUNTS, "sampling.ode.rtol": REALS, "sampling.pc.snr": REALS,
+    "sampling.batch_size": ["-7"], "sampling.ode.rtol": REALS, "sampling.pc.snr": REALS,
     "eval.rtol": REALS, "eval.atol": REALS, "eval.eps": REALS + ["1"], "eval.batch_size": COUNTS,
     "eval.n_probes": COUNTS, "eval.num_points": ["-7"], "controllable.num_samples": COUNTS,
     "training.p_uncond": ["-7", "1.5", "nan"], "sde.beta_max": REALS, "sde.N": COUNTS,

@@ -593,7 +593,7 @@ def sampling_settings(config, data: DataSpec) -> SamplingSettings:
     _check_sampler_names(config)
     sampler = build_sampler(config)
     _positive_int("sampling.num_samples", s.num_samples)
-    _positive_int("sampling.batch_size", s.batch_size)
+    _nonnegative_int("sampling.batch_size", s.batch_size)  # 0: from free memory (`memory`)
     for flag in ("compile", "student_sampler"):
         if not isinstance(s.get(flag, False), bool):
             raise ValueError(f"config.sampling.{flag}={s.get(flag)!r}: expected True or False")
