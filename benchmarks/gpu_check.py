@@ -258,6 +258,29 @@ def sampling_throughput(args, root, device):
     return rows
 
 
+def auto_batch(args, root, device):
+    """`sampling.batch_size = 0` on DDPM++: the batch chosen from free memory for 10,000 samples,
+    and one score call at that batch (does it fit, and how much of the free memory it took)."""
+    from sde_app import memory
+
+    tr, exp = make_trainer("ddpmpp", device, args.check_batch, root, {}, args.dry_run)
+    net = tr.net.eval()
+    score = exp.train.model.wrap(net, exp.sde)
+    size = 8 if args.dry_run else 32
+    want = 4 if args.dry_run else 10_000
+    choice = memory.choose_batch_size(net, score, (3, size, size), device, num_samples=want)
+    x = torch.zeros(choice.batch_size, 3, size, size, device=device)
+    t = torch.ones(choice.batch_size, device=device)
+    peak = None
+    with torch.no_grad():
+        if device.type == "cuda":
+            peak = memory.cuda_peak_bytes(device, lambda: score(x, t))
+        else:
+            score(x, t)
+    return dict(how=choice.how, free_mib=choice.free_bytes / 2 ** 20, mib_per_sample=choice.bytes_per_sample / 2 ** 20,
+                batch=choice.batch_size, call_peak_mib=None if peak is None else peak / 2 ** 20)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.dry_run:
@@ -311,6 +334,12 @@ def main(argv=None):
         for r in rows:
             print(f"| {r['sampler']} | {r['batch']} | {r['nfe']} | {r['wall_s']:.2f} | {r['samples_per_s']:.3f}"
                   f" | {r['finite']} |")
+        result["auto_batch"] = r = auto_batch(args, root, device)
+        print("\n## sampling.batch_size = 0 on DDPM++ (the batch from free memory, then one score call at it)")
+        print("| measured by | free (MiB) | per sample (MiB, x2 safety) | batch | one call's peak (MiB) |")
+        print("|---|---|---|---|---|")
+        peak = "-" if r["call_peak_mib"] is None else f"{r['call_peak_mib']:.0f}"
+        print(f"| {r['how']} | {r['free_mib']:.0f} | {r['mib_per_sample']:.2f} | {r['batch']} | {peak} |")
     total = time.perf_counter() - started
     print(f"\ntotal {total:.0f} s")
     result["total_s"] = total

@@ -22,3 +22,7 @@ def test_gpu_check_dry_run(tmp_path, capsys):
     assert result["runs"] == {"pc": True, "ode": True, "likelihood": True}
     assert [(r["network"], r["precision"]) for r in result["training"]] == [("ddpmpp", "fp32"), ("ddpmpp", "bf16")]
     assert all(r["finite"] for r in result["sampling"])
+    # sampling.batch_size = 0 on DDPM++: the 4 wanted samples fit in the host's free memory.
+    assert "## sampling.batch_size = 0 on DDPM++" in out
+    auto = result["auto_batch"]
+    assert auto["batch"] == 4 and auto["mib_per_sample"] > 0 and "upper bound" in auto["how"]
