@@ -1,6 +1,6 @@
 """benchmarks/bench_students_digits.py's table on a tiny untrained digits network (seconds): every
 row is there with the NFE asked for and finite FID/KID with standard errors; the rows share their
-prior draws (a one-step consistency row equals f(x_T, T) scored directly); the features tell real
+prior draws (the student's row is its sampler on x_T scored directly); the features tell real
 digits from an untrained network's samples."""
 import math
 import sys
@@ -11,6 +11,7 @@ import torch
 from configs import vp_digits
 from sde_app import evaluation, factory, loading
 from sde_lib.consistency import ConsistencyFunction
+from sde_lib.sampling import sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_students_digits as bench  # noqa: E402
@@ -29,11 +30,11 @@ def tiny(tmp_path):
     model = loading.LoadedModel(exp.sde, exp.score_model.wrap(net, exp.sde), net, 0, "random", "step_0")
     function = ConsistencyFunction(net, exp.sde, eps=1e-3, sigma_data=0.5)
     consistency = loading.LoadedModel(exp.sde, function.as_score(), net, 0, "random", "consistency_step_0")
-    return exp, model, consistency, function
+    return exp, model, consistency
 
 
 def test_table_has_every_row_with_finite_metrics_and_shared_prior_draws(tmp_path):
-    exp, model, consistency, function = tiny(tmp_path)
+    exp, model, consistency = tiny(tmp_path)
     q = exp.evaluation.quality
     extractor = evaluation.load_extractor(exp, q, torch.device("cpu"))
     ref = evaluation.reference_stats(exp, q, extractor, torch.device("cpu"), progress=False)
@@ -55,14 +56,16 @@ def test_table_has_every_row_with_finite_metrics_and_shared_prior_draws(tmp_path
         for key in ("fid", "kid"):
             assert math.isfinite(r.metrics[key]["mean"]) and math.isfinite(r.metrics[key]["stderr"]), (r.model, key)
 
-    # The one-step consistency row is f(x_T, T) of the shared prior draws, scored the same way.
-    x_T = exp.sde.prior_sampling((n, *exp.data.shape), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        x = function(x_T, torch.full((n,), exp.sde.T))
-    f, z = extractor(evaluation.sample_images(x, exp.data))
-    direct = evaluation.quality_metrics(f, z, ref, q, torch.Generator().manual_seed(4))
-    one_step = [r for r in rows if r.model == "consistency distillation" and r.nfe == 1][0]
-    assert one_step.metrics["fid"] == direct["fid"] and one_step.metrics["kid"] == direct["kid"]
+    # The student's row is its sampler on the shared prior draws, scored the same way; other draws
+    # give other numbers (an untrained network's final layer is zero: the samples are x_T's scaled).
+    for seed, same in ((3, True), (5, False)):
+        x_T = exp.sde.prior_sampling((n, *exp.data.shape), generator=torch.Generator().manual_seed(seed))
+        x, _ = sample(exp.sde, model.score_fn, x_T.shape, method="ddim", N=2, denoise=False, schedule="logsnr",
+                      eps=1e-3, x_T=x_T)
+        f, z = extractor(evaluation.sample_images(x, exp.data))
+        direct = evaluation.quality_metrics(f, z, ref, q, torch.Generator().manual_seed(4))
+        student = [r for r in rows if r.model == "student, round 1"][0]
+        assert (student.metrics["fid"] == direct["fid"] and student.metrics["kid"] == direct["kid"]) == same
 
     # Real test digits against an untrained network's samples: the features must tell them apart.
     floor, teacher = rows[0], [r for r in rows if r.model == "teacher"]
