@@ -97,6 +97,8 @@ def student_table(exp, teacher, students: Sequence[Dict[str, Any]], consistency:
       job_sampler: also the teacher with the config's own sampler (`exp.sampling.sampler`).
       floor: also the test split's real images.
 
+    The converged ODE comes last (the costliest row: the others are printed before it).
+
     Returns:
       the rows in the order drawn (each with its metrics and wall time of sampling and scoring).
     """
@@ -124,10 +126,6 @@ def student_table(exp, teacher, students: Sequence[Dict[str, Any]], consistency:
         images, _ = features.data_images(data, "test")
         rows.append(Row("floor: the test split", "real images", 0.0, score(images), time.perf_counter() - start))
         log(format_row(rows[-1]), flush=True)
-    if reference_ode is not None:
-        options = dict(reference_ode)
-        method = options.pop("method")
-        add("teacher (converged ODE)", describe(method, options), teacher.score_fn, method, None, **options)
     if job_sampler:
         s = exp.sampling.sampler
         start = time.perf_counter()
@@ -147,6 +145,10 @@ def student_table(exp, teacher, students: Sequence[Dict[str, Any]], consistency:
         for kind, model in consistency.items():
             add(f"consistency {kind}", "consistency", model.score_fn, "consistency", nfe,
                 generator=torch.Generator().manual_seed(seed + 2))
+    if reference_ode is not None:
+        options = dict(reference_ode)
+        method = options.pop("method")
+        add("teacher (converged ODE)", describe(method, options), teacher.score_fn, method, None, **options)
     return rows
 
 

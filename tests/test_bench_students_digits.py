@@ -45,8 +45,8 @@ def test_table_has_every_row_with_finite_metrics_and_shared_prior_draws(tmp_path
                                n=n, seed=3, nfes=nfes, log=lambda *a, **k: None,
                                reference_ode={"method": "ode", "solver": "RK45", "rtol": 1e-3, "atol": 1e-3})
     names = [(r.model, r.nfe) for r in rows]
-    assert names[:3] == [("floor: the test split", 0.0), ("teacher (converged ODE)", names[1][1]),
-                         ("teacher (the job's sampler)", 25.0)]
+    assert names[:2] == [("floor: the test split", 0.0), ("teacher (the job's sampler)", 25.0)]
+    assert names[-1][0] == "teacher (converged ODE)" and names[-1][1] > 25
     for nfe in nfes:
         teacher = [r for r in rows if r.model == "teacher" and r.nfe == nfe]
         assert [r.sampler for r in teacher] == [bench.describe(m, o) for m, o in bench.TEACHER_SAMPLERS]
