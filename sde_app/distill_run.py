@@ -68,7 +68,8 @@ def run(exp: Experiment, workdir: Path, ctx: distributed.Context, *, checkpoint=
         job = TrainingJob(mode=f"distill round {k}", subdir=round_dir(k), objective="score",
                           model=exp.score_model, loop=d.loop, optim=d.optim,
                           loss=ProgressiveDistillationLoss(exp.sde, teacher_score, info["student_steps"],
-                                                           eps=d.eps, schedule=d.schedule))
+                                                           eps=d.eps, schedule=d.schedule,
+                                                           weighting=d.weighting))
         trainer = DistillTrainer(job, exp, workdir, ctx, teacher=teacher, round_info=info, progress=progress,
                                  fresh=fresh)
         trainer.run()
