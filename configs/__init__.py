@@ -225,6 +225,7 @@ def default_config() -> ml_collections.ConfigDict:
     distill.student_steps = 8       # the first round's student; its teacher takes twice as many
     distill.schedule = "logsnr"     # the nested grids: logsnr | uniform
     distill.eps = 1e-3              # the last time of the grid (the student's samples end there)
+    distill.weighting = "truncated_snr"  # of the x0 error: truncated_snr | snr_plus_one | output
     add_loop_fields(distill, batch_size=512, n_iters=2000)  # n_iters per round
     distill.optim = optim_group(lr=5e-4, warmup=0)
 

@@ -56,6 +56,13 @@ def sample_flags(info: Dict[str, Any], checkpoint: str) -> str:
             f" schedule={info['schedule']}, eps={info['eps']}, denoise=False, from the checkpoint)")
 
 
+def round_loss(exp: Experiment, teacher: torch.nn.Module, student_steps: int) -> ProgressiveDistillationLoss:
+    """The loss of a round whose student takes `student_steps` steps, from the teacher network."""
+    d = exp.distill
+    return ProgressiveDistillationLoss(exp.sde, exp.score_model.wrap(teacher, exp.sde), student_steps, eps=d.eps,
+                                       schedule=d.schedule, weighting=d.weighting)
+
+
 def run(exp: Experiment, workdir: Path, ctx: distributed.Context, *, checkpoint=None, progress: bool = True,
         fresh: bool = False) -> Dict[str, Any]:
     """Every round (finished ones are skipped); returns {round: (student steps, checkpoint path)}."""
@@ -64,11 +71,9 @@ def run(exp: Experiment, workdir: Path, ctx: distributed.Context, *, checkpoint=
     done = {}
     for k in range(1, d.rounds + 1):
         info = {"round": k, "student_steps": d.steps_of_round(k), "schedule": d.schedule, "eps": d.eps}
-        teacher_score = exp.score_model.wrap(teacher, exp.sde)
         job = TrainingJob(mode=f"distill round {k}", subdir=round_dir(k), objective="score",
                           model=exp.score_model, loop=d.loop, optim=d.optim,
-                          loss=ProgressiveDistillationLoss(exp.sde, teacher_score, info["student_steps"],
-                                                           eps=d.eps, schedule=d.schedule))
+                          loss=round_loss(exp, teacher, info["student_steps"]))
         trainer = DistillTrainer(job, exp, workdir, ctx, teacher=teacher, round_info=info, progress=progress,
                                  fresh=fresh)
         trainer.run()

@@ -174,6 +174,7 @@ class DistillSettings:
       rounds: number of halvings; round k's student takes student_steps / 2^(k-1) steps.
       student_steps: the first round's student (its teacher, the trained model, takes twice as many).
       schedule, eps: the nested time grids from T to eps (`sde_lib.distillation`).
+      weighting: the loss weight of the student's x0 error (`sde_lib.distillation.loss_weight`).
       loop, optim: each round's training loop and optimizer.
     """
 
@@ -181,6 +182,7 @@ class DistillSettings:
     student_steps: int
     schedule: str
     eps: float
+    weighting: str
     loop: LoopSettings
     optim: OptimSettings
 

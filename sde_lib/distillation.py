@@ -20,6 +20,7 @@ from .utils import batch_broadcast, check_choice, check_positive_int, randn_like
 Tensor = torch.Tensor
 
 DISTILL_SCHEDULES = ("uniform", "logsnr")  # the grids whose N + 1 times are every other of 2N + 1
+DISTILL_WEIGHTINGS = ("truncated_snr", "snr_plus_one", "output")  # see `loss_weight`
 
 
 def data_prediction(sde, score_fn, z: Tensor, t: Tensor) -> Tensor:
@@ -48,14 +49,39 @@ def two_step_target(sde, teacher_score, z: Tensor, t: Tensor, t_mid: Tensor, t_n
     return (z_next - batch_broadcast(ratio, z) * z) / batch_broadcast(alpha_next - ratio * alpha, z)
 
 
+def loss_weight(sde, t: Tensor, t_next: Tensor, weighting: str) -> Tensor:
+    """(B,) weight of the student's squared x0 error for a step from t to t_next:
+      * "truncated_snr": max(SNR(t), 1), SNR = alpha^2 / std^2 (Salimans & Ho, sec. 4);
+      * "snr_plus_one":  SNR(t) + 1, the x0 error measured as the error of v = alpha eps - std x0
+                         (Salimans & Ho, sec. 4; v-loss = (SNR + 1) x0-loss when alpha^2 + std^2 = 1);
+      * "output":        (1 - (std_next / std)(alpha / alpha_next))^2 min(SNR(t_next), 1): the x0
+                         error's move of the DDIM step's output z_next (eq. 12), in data units
+                         z_next / alpha_next, times min(SNR(t_next), 1), which discounts the steps
+                         that end at high noise, where a small error of z_next changes the final
+                         sample little. Not from the paper: chosen on the 2-D mixture's students
+                         (benchmarks/RESULTS.md).
+    """
+    check_choice("weighting", weighting, DISTILL_WEIGHTINGS)
+    alpha, std = sde.marginal_coeffs(t)
+    snr = (alpha / std).square()
+    if weighting == "truncated_snr":
+        return torch.clamp(snr, min=1.0)
+    if weighting == "snr_plus_one":
+        return snr + 1.0
+    alpha_next, std_next = sde.marginal_coeffs(t_next)
+    move = 1.0 - (std_next / std) * (alpha / alpha_next)
+    return move.square() * torch.clamp((alpha_next / std_next).square(), max=1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class ProgressiveDistillationLoss:
     """Per-example loss (B,) of one distillation round to a student of `student_steps` steps.
 
     For data x: a student step i ~ U{0..N-1}, its times t = g[2i], t_mid = g[2i+1], t_next = g[2i+2]
     on the teacher's grid g (2N + 1 times), z = alpha_t x + std_t e, and
-        loss = max(alpha_t^2 / std_t^2, 1) * mean over dimensions of (x0_student(z, t) - x0~)^2,
-    the truncated-SNR weighting of Salimans & Ho (sec. 4), x0~ from `two_step_target`.
+        loss = w(t, t_next) * mean over dimensions of (x0_student(z, t) - x0~)^2,
+    x0~ from `two_step_target`, w = `loss_weight(..., weighting)` (default: the truncated-SNR
+    weighting max(alpha_t^2 / std_t^2, 1) of Salimans & Ho, sec. 4).
     Call as loss(score_fn, x, generator=g), score_fn the student's (the Trainer's loss contract).
     """
 
@@ -64,10 +90,12 @@ class ProgressiveDistillationLoss:
     student_steps: int
     eps: float = 1e-3
     schedule: str = "logsnr"
+    weighting: str = "truncated_snr"
 
     def __post_init__(self):
         check_positive_int("student_steps", self.student_steps)
         check_choice("schedule", self.schedule, DISTILL_SCHEDULES)
+        check_choice("weighting", self.weighting, DISTILL_WEIGHTINGS)
 
     def teacher_grid(self, device=None) -> Tensor:
         """The teacher's 2N + 1 times from T to eps, float64."""
@@ -82,5 +110,5 @@ class ProgressiveDistillationLoss:
         with torch.no_grad():
             target = two_step_target(self.sde, self.teacher_score, z, t, t_mid, t_next)
         x0 = data_prediction(self.sde, score_fn, z, t)
-        weight = torch.clamp((alpha / std).square(), min=1.0).to(x.dtype)
+        weight = loss_weight(self.sde, t, t_next, self.weighting).to(x.dtype)
         return weight * (x0 - target).square().reshape(x.shape[0], -1).mean(1)

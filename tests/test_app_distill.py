@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import vp_toy
-from sde_app import checkpoints, factory
+from sde_app import checkpoints, distill_run, factory
 from test_app_resume import kill, wait_for
 from test_app_training import assert_bitwise_equal, final_state
 
@@ -103,6 +103,7 @@ def test_killed_distillation_resumes_bit_exactly_and_students_and_consistency_mo
     ("rounds", 0, "config.distill.rounds=0"),
     ("schedule", "edm", "distill.schedule"),
     ("eps", 2.0, "config.distill.eps=2.0"),
+    ("weighting", "snr", "distill.weighting"),
 ])
 def test_bad_distill_settings_are_named(field, value, message):
     config = vp_toy.get_config()
@@ -110,3 +111,12 @@ def test_bad_distill_settings_are_named(field, value, message):
     config.distill[field] = value
     with pytest.raises(ValueError, match=message):
         factory.build_experiment(config, ["distill"])
+
+
+def test_distill_settings_reach_the_rounds_loss():
+    config = vp_toy.get_config()
+    factory.apply_overrides(config, [("distill.weighting", "output"), ("distill.schedule", "uniform"),
+                                     ("distill.eps", "0.01")])
+    exp = factory.build_experiment(config, ["distill"], check_network=False)
+    loss = distill_run.round_loss(exp, exp.score_model.build_net(), 4)
+    assert (loss.weighting, loss.schedule, loss.eps, loss.student_steps) == ("output", "uniform", 0.01, 4)

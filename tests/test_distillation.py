@@ -8,7 +8,7 @@ import torch
 
 from models.mlp import ScoreMLP
 from sde_lib import VPSDE, GaussianMixture
-from sde_lib.distillation import ProgressiveDistillationLoss, two_step_target
+from sde_lib.distillation import ProgressiveDistillationLoss, ddim_step, loss_weight, two_step_target
 from sde_lib.losses import DenoisingScoreMatching
 from sde_lib.sampling import sample
 from sde_lib.score import NetworkScore
@@ -86,3 +86,30 @@ def test_bad_settings_raise():
         ProgressiveDistillationLoss(VPSDE(), MIX.score_fn(VPSDE()), student_steps=0)
     with pytest.raises(ValueError, match="schedule"):
         ProgressiveDistillationLoss(VPSDE(), MIX.score_fn(VPSDE()), student_steps=2, schedule="edm")
+    with pytest.raises(ValueError, match="weighting"):
+        ProgressiveDistillationLoss(VPSDE(), MIX.score_fn(VPSDE()), student_steps=2, weighting="snr")
+
+
+def test_loss_weights_are_their_definitions():
+    # Two x0 predictions at the same z: each weighting times the squared x0 difference is the
+    # quantity it names, computed here from its definition.
+    sde = VPSDE()
+    g = torch.Generator().manual_seed(3)
+    t = torch.tensor([0.999, 0.7, 0.3, 0.05], dtype=torch.float64)
+    t_next = torch.tensor([0.8, 0.3, 0.05, 1e-3], dtype=torch.float64)
+    z, x0, x0b = (torch.randn(4, 2, generator=g, dtype=torch.float64) for _ in range(3))
+    se = (x0 - x0b).square().sum(1)
+    alpha, std = (c[:, None] for c in sde.marginal_coeffs(t))
+    snr = (alpha / std).square()[:, 0]
+    torch.testing.assert_close(loss_weight(sde, t, t_next, "truncated_snr") * se,
+                               torch.maximum(snr, torch.ones(4, dtype=torch.float64)) * se)
+    # v = alpha eps - std x0 with eps = (z - alpha x0) / std (Salimans & Ho, sec. 4)
+    v = lambda x: alpha * (z - alpha * x) / std - std * x
+    torch.testing.assert_close(loss_weight(sde, t, t_next, "snr_plus_one") * se, (v(x0) - v(x0b)).square().sum(1))
+    # output: the two DDIM steps' outputs, in data units at t_next, times min(SNR(t_next), 1)
+    alpha_next, std_next = sde.marginal_coeffs(t_next)
+    moved = (ddim_step(sde, z, x0, t, t_next) - ddim_step(sde, z, x0b, t, t_next)) / alpha_next[:, None]
+    expected = moved.square().sum(1) * torch.clamp((alpha_next / std_next).square(), max=1.0)
+    torch.testing.assert_close(loss_weight(sde, t, t_next, "output") * se, expected)
+    w = loss_weight(sde, t, t_next, "output")
+    assert w[0] < 1e-2 * w[-1]  # the step that ends at high noise (SNR ~ 2e-3) counts little

@@ -23,7 +23,7 @@ import torch
 
 from sde_lib import controllable as controllable_lib
 from sde_lib import sampling as sampling_lib
-from sde_lib.distillation import DISTILL_SCHEDULES
+from sde_lib.distillation import DISTILL_SCHEDULES, DISTILL_WEIGHTINGS
 from sde_lib.guidance import NetworkClassifier
 from sde_lib.learned_variance import HybridLoss, LearnedVarianceScore
 from sde_lib.likelihood import DIVERGENCES
@@ -457,11 +457,12 @@ def distill_settings(config, sde) -> DistillSettings:
         raise ValueError(f"config.distill.student_steps={d.student_steps} does not halve {d.rounds - 1} times"
                          f" into whole steps; use a multiple of {2 ** (d.rounds - 1)} or fewer rounds")
     _choice("distill.schedule", d.schedule, DISTILL_SCHEDULES)
+    _choice("distill.weighting", d.weighting, DISTILL_WEIGHTINGS)
     if isinstance(d.eps, bool) or not isinstance(d.eps, (int, float)) or not 0.0 < d.eps < sde.T:
         raise ValueError(f"config.distill.eps={d.eps!r}: expected a number in (0, T={sde.T})")
     loop = _loop(config, d, "distill", False)
     return DistillSettings(rounds=d.rounds, student_steps=d.student_steps, schedule=d.schedule, eps=float(d.eps),
-                           loop=loop, optim=_optim(d.optim, "distill.optim", loop.n_iters))
+                           weighting=d.weighting, loop=loop, optim=_optim(d.optim, "distill.optim", loop.n_iters))
 
 
 CONSISTENCY_KINDS = ("distillation", "training")
