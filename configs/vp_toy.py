@@ -77,8 +77,8 @@ def get_config():
 
     # --mode distill: from a 256-step teacher grid, 8 rounds of 1000 steps each (students of 128, 64,
     # ..., 1 steps) with the "output" weighting of the x0 error; about 7 minutes on one core. On the
-    # 2-D mixture this put the 4-step student 0.26 nats from the converged ODE, the paper's
-    # truncated-SNR weighting 0.89 (benchmarks/RESULTS.md).
+    # 2-D mixture this put the 4-step student 0.26 and 0.34 nats (two seeds) from the converged
+    # ODE, the paper's truncated-SNR weighting 0.89 (benchmarks/RESULTS.md).
     distill = config.distill
     distill.rounds = 8
     distill.student_steps = 128
