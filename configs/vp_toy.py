@@ -75,14 +75,15 @@ def get_config():
     data.num_train = 50_000
     data.num_test = 2000
 
-    # --mode distill: from a 256-step teacher grid, 8 rounds of 1000 steps each (students of 128, 64,
-    # ..., 1 steps) with the "output" weighting of the x0 error; about 7 minutes on one core. On the
-    # 2-D mixture this put the 4-step student 0.26 and 0.34 nats (two seeds) from the converged
-    # ODE, the paper's truncated-SNR weighting 0.89 (benchmarks/RESULTS.md).
+    # --mode distill: from a 256-step teacher grid, 8 rounds of 2000 steps each (students of 128, 64,
+    # ..., 1 steps) with the "output" weighting of the x0 error; about 10 minutes on one core. On the
+    # 2-D mixture this put the 4-step student within 0.1 nats of the converged ODE (paired), the
+    # paper's truncated-SNR weighting 0.9 with 1000 steps per round (benchmarks/RESULTS.md).
     distill = config.distill
     distill.rounds = 8
     distill.student_steps = 128
-    distill.n_iters = 1000
+    distill.n_iters = 2000
+    distill.checkpoint_freq = 1000
     distill.weighting = "output"
 
     # Classifier guidance (--mode train_classifier): an MLP p_t(y | x_t) over the 8 components.
