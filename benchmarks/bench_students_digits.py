@@ -81,7 +81,8 @@ def students_of(workdir: Path) -> List[Dict[str, Any]]:
 def student_table(exp, teacher, students: Sequence[Dict[str, Any]], consistency: Dict[str, Any], *,
                   extractor: features.Extractor, ref: Dict[str, Any], n: int, seed: int = 0,
                   nfes: Sequence[int] = NFES, reference_ode: Optional[Dict[str, Any]] = REFERENCE_ODE,
-                  job_sampler: bool = True, floor: bool = True, log=print) -> List[Row]:
+                  job_sampler: bool = True, floor: bool = True, teacher_samplers=TEACHER_SAMPLERS,
+                  log=print) -> List[Row]:
     """Sample every row from the same n prior draws and score it.
 
     Args:
@@ -96,6 +97,8 @@ def student_table(exp, teacher, students: Sequence[Dict[str, Any]], consistency:
       reference_ode: the teacher's converged-ODE sampler options (None: no such row).
       job_sampler: also the teacher with the config's own sampler (`exp.sampling.sampler`).
       floor: also the test split's real images.
+      teacher_samplers: the teacher's fast samplers at each NFE ((method, options) pairs; () for
+        none: `--students-only`, when a full run with the same n and seed has the teacher's rows).
 
     The converged ODE comes last (the costliest row: the others are printed before it).
 
@@ -136,7 +139,7 @@ def student_table(exp, teacher, students: Sequence[Dict[str, Any]], consistency:
                         score(evaluation.sample_images(x, data)), time.perf_counter() - start))
         log(format_row(rows[-1]), flush=True)
     for nfe in nfes:
-        for method, options in TEACHER_SAMPLERS:
+        for method, options in teacher_samplers:
             add("teacher", describe(method, options), teacher.score_fn, method, nfe, **options)
         for st in students:
             if st["steps"] == nfe:
@@ -193,6 +196,9 @@ def main():
     p.add_argument("--workdir", required=True)
     p.add_argument("--n", type=int, default=1000, help="samples per row (default 1000)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--students-only", action="store_true",
+                   help="only the distilled students' rows (the other rows of a full run with the same"
+                        " --n and --seed come from the same prior draws and do not change)")
     args = p.parse_args()
     workdir = Path(args.workdir)
     if args.n < 2:
@@ -223,7 +229,9 @@ def main():
           f" consistency: {', '.join(kinds) or 'none'}")
     print("| model | sampler | NFE | FID | KID | IS | wall (s) |")
     print("|---|---|---|---|---|---|---|")
-    rows = student_table(exp, teacher, students, consistency, extractor=extractor, ref=ref, n=args.n, seed=args.seed)
+    only = dict(floor=False, job_sampler=False, reference_ode=None, teacher_samplers=()) if args.students_only else {}
+    rows = student_table(exp, teacher, students, {} if args.students_only else consistency, extractor=extractor,
+                         ref=ref, n=args.n, seed=args.seed, **only)
     print()
     print("\n".join(summary(rows)))
 

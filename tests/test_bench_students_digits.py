@@ -74,3 +74,10 @@ def test_table_has_every_row_with_finite_metrics_and_shared_prior_draws(tmp_path
     table = bench.summary(rows, nfes)
     assert len(table) == 2 + len(nfes) and table[0].count("|") == 5
     assert "(round 1)" in table[3] and "(round 1)" not in table[2]
+
+    # --students-only: the student's row alone, the same numbers as in the full table.
+    alone = bench.student_table(exp, model, students, {}, extractor=extractor, ref=ref, n=n, seed=3, nfes=nfes,
+                                log=lambda *a, **k: None, reference_ode=None, job_sampler=False, floor=False,
+                                teacher_samplers=())
+    assert [(r.model, r.nfe) for r in alone] == [("student, round 1", 2.0)]
+    assert alone[0].metrics == student.metrics
