@@ -25,6 +25,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any, Dict, List
 
 import torch
 
@@ -41,6 +42,19 @@ TEACHER_SAMPLERS = [
     ("unipc", {"order": 2, "schedule": "optimized"}),
 ]
 NFES = [1, 2, 4, 8]
+
+
+def students_of(workdir: Path) -> List[Dict[str, Any]]:
+    """Each finished distillation round of the workdir: {"round", "path", "steps", "schedule", "eps"}."""
+    out = []
+    for k in range(1, 64):
+        ck = CheckpointDir(workdir / "distill" / f"round_{k}")
+        if not ck.has_checkpoint():
+            break
+        info = load_state(ck.resume_path)["distill"]
+        out.append({"round": k, "path": str(ck.resume_path), "steps": info["student_steps"],
+                    "schedule": info["schedule"], "eps": info["eps"]})
+    return out
 
 
 def gap(gm, x, H):
@@ -77,13 +91,7 @@ def main():
     print(f"# teacher's converged ODE (RK45 1e-5, NFE {nfe_ode}): NLL gap {g_ode:+.3f} +- {se_ode:.3f}")
     print("| model | sampler | NFE | NLL gap (nats) | minus the teacher's ODE | paired minus the ODE |")
     print("|---|---|---|---|---|---|")
-    students = {}
-    for k in range(1, 1 + 16):
-        ck = CheckpointDir(workdir / "distill" / f"round_{k}")
-        if not ck.has_checkpoint():
-            break
-        info = load_state(ck.resume_path)["distill"]
-        students[info["student_steps"]] = (k, str(ck.resume_path), info)
+    students = {st["steps"]: st for st in students_of(workdir)}
     for nfe in NFES:
         best = None
         with torch.no_grad():
@@ -98,12 +106,11 @@ def main():
             print(f"| **teacher best** | {best[2]} | {nfe} | {best[0]:+.3f} +- {best[1]:.3f} | {best[0] - g_ode:+.3f}"
                   f" | {best[3]} |")
             if nfe in students:
-                k, path, info = students[nfe]
-                student = loading.load_trained(exp, workdir, device, path)
-                x, used = sample(sde, student.score_fn, shape, method="ddim", N=nfe, denoise=False,
-                                 schedule=info["schedule"], eps=info["eps"], x_T=x_T)
+                st = students[nfe]
+                student = loading.load_trained(exp, workdir, device, st["path"])
+                x, used = student.sampler(sde, student.score_fn, shape, x_T=x_T)  # its DDIM steps
                 g, se = gap(gm, x, H)
-                print(f"| **student, round {k}** | ddim (distilled) | {used} | {g:+.3f} +- {se:.3f} | {g - g_ode:+.3f}"
+                print(f"| **student, round {st['round']}** | ddim (distilled) | {used} | {g:+.3f} +- {se:.3f} | {g - g_ode:+.3f}"
                       f" | {paired(gm, x, nll_ode)} |", flush=True)
             for kind in ("distillation", "training"):
                 ck = CheckpointDir(workdir / "consistency" / kind)

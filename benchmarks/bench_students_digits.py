@@ -36,9 +36,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_students import NFES, TEACHER_SAMPLERS  # noqa: E402
+from bench_students import NFES, TEACHER_SAMPLERS, students_of  # noqa: E402
 from sde_app import evaluation, factory, features, loading  # noqa: E402
-from sde_app.checkpoints import CheckpointDir, load_state  # noqa: E402
+from sde_app.checkpoints import CheckpointDir  # noqa: E402
 from sde_app.factory.config_files import load_config  # noqa: E402
 from sde_lib.sampling import sample  # noqa: E402
 
@@ -63,19 +63,6 @@ class Row:
 
 def describe(method: str, options: Dict[str, Any]) -> str:
     return " ".join([method, *(f"{a}={b}" for a, b in options.items())])
-
-
-def students_of(workdir: Path) -> List[Dict[str, Any]]:
-    """Each finished distillation round of the workdir: {"round", "path", "steps", "schedule", "eps"}."""
-    out = []
-    for k in range(1, 64):
-        ck = CheckpointDir(workdir / "distill" / f"round_{k}")
-        if not ck.has_checkpoint():
-            break
-        info = load_state(ck.resume_path)["distill"]
-        out.append({"round": k, "path": str(ck.resume_path), "steps": info["student_steps"],
-                    "schedule": info["schedule"], "eps": info["eps"]})
-    return out
 
 
 def student_table(exp, teacher, students: Sequence[Dict[str, Any]], consistency: Dict[str, Any], *,
